@@ -1,0 +1,115 @@
+"""Typed configs of the two training loops; saved inside checkpoints and logged as MLflow params."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gitlib.configs import join, require
+
+ARCHS = ("resnet_small", "resnet20", "resnet32")
+LOSSES = ("ce", "ldam", "focal")
+TRAIN_RULES = ("none", "resample", "reweight", "drw", "drs")
+AUGMENTS = ("none", "oracle", "git")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Classifier recipe (PAPER.md "Classifier recipe"); defaults are CPU-sized for digits 16x16."""
+
+    arch: Literal["resnet_small", "resnet20", "resnet32"] = "resnet_small"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    warmup_epochs: int = 5  # linear warm-up
+    milestones: tuple[int, ...] = (20, 25)  # epochs after which lr is multiplied by lr_factors[i]
+    lr_factors: tuple[float, ...] = (0.01, 0.0001)  # cumulative factors of the base lr (paper: x0.01, x0.0001)
+    loss: Literal["ce", "ldam", "focal"] = "ce"
+    train_rule: Literal["none", "resample", "reweight", "drw", "drs"] = "none"
+    ldam_max_margin: float = 0.5
+    ldam_scale: float = 30.0
+    focal_gamma: float = 1.0
+    reweight_beta: float = 0.9999  # effective-number class weights
+    augment: Literal["none", "oracle", "git"] = "none"
+    gen_frac: float = 0.5  # share of each batch that is generated (oracle / git)
+    git_start_epoch: int | None = None  # None = the epoch after the first lr drop
+    git_threshold: int | None = None  # class-size threshold: generate only for classes below it
+    crop_flip: bool = False  # standard random crop (pad 4) + horizontal flip (natural images)
+    ekld_samples: int = 30  # transformed copies per test image for eKLD
+    ekld_per_class: int | None = 50  # test images per class for eKLD; None = all
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    checkpoint_every: int = 1  # epochs between checkpoints in a sweep trial
+
+    def validate(self, prefix: str = "classifier") -> None:
+        k = lambda name: join(prefix, name)  # noqa: E731
+        require(self.epochs >= 1, k("epochs"), f"must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 2, k("batch_size"), f"must be >= 2, got {self.batch_size}")
+        require(0 < self.lr <= 10, k("lr"), f"must be in (0, 10], got {self.lr}")
+        require(0 <= self.momentum < 1, k("momentum"), "must be in [0, 1)")
+        require(self.weight_decay >= 0, k("weight_decay"), "must be >= 0")
+        require(0 <= self.warmup_epochs <= self.epochs, k("warmup_epochs"), "must be in [0, epochs]")
+        require(len(self.milestones) == len(self.lr_factors), k("lr_factors"), "needs one factor per milestone")
+        require(list(self.milestones) == sorted(self.milestones), k("milestones"), "must be increasing")
+        require(all(0 < f <= 1 for f in self.lr_factors), k("lr_factors"), "factors must be in (0, 1]")
+        require(0.0 <= self.gen_frac < 1.0, k("gen_frac"), f"must be in [0, 1), got {self.gen_frac}")
+        require(self.git_start_epoch is None or self.git_start_epoch >= 0, k("git_start_epoch"), "must be >= 0")
+        require(self.git_threshold is None or self.git_threshold >= 1, k("git_threshold"), "must be >= 1")
+        require(0 < self.reweight_beta < 1, k("reweight_beta"), "must be in (0, 1)")
+        require(self.ekld_samples >= 1, k("ekld_samples"), "must be >= 1")
+        require(self.ekld_per_class is None or self.ekld_per_class >= 1, k("ekld_per_class"), "must be >= 1")
+        require(self.checkpoint_every >= 1, k("checkpoint_every"), "must be >= 1")
+
+    @property
+    def first_drop_epoch(self) -> int:
+        """Epoch index (0-based) at which the first lr drop is in force; DRW / DRS switch on here."""
+        return self.milestones[0] if self.milestones else self.epochs
+
+    @property
+    def resolved_git_start(self) -> int:
+        """0-based epoch from which oracle / GIT augmentation is on (default: after the first drop)."""
+        return self.git_start_epoch if self.git_start_epoch is not None else self.first_drop_epoch
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """MUNIT architecture and training (PAPER.md "Generator recipe").
+
+    Defaults are the CPU preset (16x16, dim 16, 2 residual blocks, MLP 64, discriminator dim 16);
+    the paper's K49 preset is dim 64, n_res 4, mlp_dim 256, batch 1, lr 1e-4, 10,000 iterations.
+    """
+
+    dim: int = 16  # base channels of the encoders / decoder
+    n_res: int = 2  # residual blocks in content encoder and decoder
+    n_downsample: int = 1  # stride-2 convs in the content encoder
+    style_dim: int = 8
+    mlp_dim: int = 64  # hidden width of the AdaIN parameter MLP
+    dis_dim: int = 16
+    dis_layers: int = 2  # stride-2 convs per discriminator scale
+    dis_scales: int = 2
+    iterations: int = 500
+    batch_size: int = 16
+    lr: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 1e-4
+    gan_w: float = 1.0
+    recon_x_w: float = 10.0
+    recon_s_w: float = 1.0
+    recon_c_w: float = 1.0
+    checkpoint_every: int = 100  # iterations between checkpoints
+    eval_samples: int = 500  # generated images for label preservation / diversity
+    amp: bool = True
+
+    def validate(self, prefix: str = "generator") -> None:
+        k = lambda name: join(prefix, name)  # noqa: E731
+        for name in ("dim", "style_dim", "mlp_dim", "dis_dim", "dis_layers", "dis_scales", "iterations"):
+            require(getattr(self, name) >= 1, k(name), f"must be >= 1, got {getattr(self, name)}")
+        require(self.n_res >= 0, k("n_res"), "must be >= 0")
+        require(0 <= self.n_downsample <= 4, k("n_downsample"), "must be in [0, 4]")
+        require(self.batch_size >= 1, k("batch_size"), "must be >= 1")
+        require(0 < self.lr <= 1, k("lr"), f"must be in (0, 1], got {self.lr}")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, k("beta1"), "betas must be in [0, 1)")
+        require(self.checkpoint_every >= 1, k("checkpoint_every"), "must be >= 1")
+        require(self.eval_samples >= 10, k("eval_samples"), "must be >= 10")

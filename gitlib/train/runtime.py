@@ -1,0 +1,56 @@
+"""Device and precision as small objects (no `if cuda` branches scattered through the loops)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` if given, else CUDA when present, else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(cpus: float) -> int:
+    """One torch thread per CPU granted to this process (small ops on few cores slow down with more)."""
+    n = max(1, int(cpus))
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    return n
+
+
+@dataclass
+class Precision:
+    """bf16/fp16 autocast + grad scaler on CUDA when `amp`; a no-op context on CPU."""
+
+    device: torch.device
+    amp: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.amp and self.device.type == "cuda"
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        if self.enabled:
+            with torch.autocast("cuda", dtype=torch.float16):
+                yield
+        else:
+            yield
+
+    def scaler(self) -> torch.amp.GradScaler:
+        # A disabled scaler passes gradients through unchanged, so the loops need no branch.
+        return torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A seeded torch.Generator on `device`; its state goes into checkpoints for exact resume."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g

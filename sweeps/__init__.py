@@ -1,0 +1,1 @@
+"""sweeps: Ray Tune trainables, Optuna search, MLflow records and the `gitsweep` CLI."""

@@ -1,0 +1,209 @@
+"""The full sweep config: preset YAML -> `--set` overrides -> validated `SweepConfig`.
+
+Validation happens before anything runs or is written; every failure is a ConfigError (exit 2) that
+names the dotted key or the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gitlib.configs import flatten, from_dict, join, require, to_dict
+from gitlib.data.spec import DatasetSpec
+from gitlib.errors import ConfigError, DataError
+from gitlib.train.config import ClassifierConfig, GeneratorConfig
+
+SPACE_TYPES = ("float", "int", "loguniform", "categorical")
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    """One searched key: `search.space.<dotted.key>: {type, low, high, choices, step}`."""
+
+    type: Literal["float", "int", "loguniform", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def validate(self, prefix: str = "") -> None:
+        if self.type == "categorical":
+            require(bool(self.choices), join(prefix, "choices"), "categorical needs a non-empty list")
+            return
+        require(self.low is not None and self.high is not None, join(prefix, "low"), f"{self.type} needs low and high")
+        assert self.low is not None and self.high is not None
+        require(self.low <= self.high, join(prefix, "high"), "must be >= low")
+        require(self.type != "loguniform" or self.low > 0, join(prefix, "low"), "loguniform needs low > 0")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    num_samples: int = 8
+    max_concurrent: int = 2
+    metric: tuple[str, ...] = ("test/balanced_acc",)  # several = multi-objective
+    mode: tuple[Literal["max", "min"], ...] = ("max",)
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    scheduler: Literal["none", "asha"] = "none"
+    asha_metric: str = "val/balanced_acc"  # per-epoch metric ASHA compares
+    asha_mode: Literal["max", "min"] = "max"
+    grace_period: int = 5  # epochs before ASHA may stop a trial
+    reduction_factor: int = 3
+    time_budget_s: float | None = None
+    max_failures: int = 1  # retries of a raising trial from its last checkpoint
+    seed: int = 0  # seeds the sampler
+    space: dict[str, Any] = field(default_factory=dict)  # dotted key -> ParamSpace (validated below)
+
+    def validate(self, prefix: str = "search") -> None:
+        k = lambda name: join(prefix, name)  # noqa: E731
+        require(self.num_samples >= 1, k("num_samples"), "must be >= 1")
+        require(self.max_concurrent >= 1, k("max_concurrent"), "must be >= 1")
+        require(len(self.metric) >= 1, k("metric"), "needs at least one metric")
+        require(len(self.metric) == len(self.mode), k("mode"), "needs one mode per metric")
+        require(self.grace_period >= 1, k("grace_period"), "must be >= 1")
+        require(self.reduction_factor >= 2, k("reduction_factor"), "must be >= 2")
+        require(self.time_budget_s is None or self.time_budget_s > 0, k("time_budget_s"), "must be > 0")
+        require(self.max_failures >= 0, k("max_failures"), "must be >= 0")
+        require(self.scheduler != "asha" or len(self.metric) == 1, k("scheduler"), "asha needs a single metric")
+
+    def params(self) -> dict[str, ParamSpace]:
+        return {key: from_dict(ParamSpace, spec, f"search.space.{key}") for key, spec in self.space.items()}
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpu: float = 1.0  # per trial; also the trial's torch thread count (rounded, >= 1)
+    gpu: float = 0.0  # per trial; fractions share a GPU
+
+    def validate(self, prefix: str = "resources") -> None:
+        require(self.cpu > 0, join(prefix, "cpu"), f"must be > 0, got {self.cpu}")
+        require(self.gpu >= 0, join(prefix, "gpu"), f"must be >= 0, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///<storage>/mlflow.db
+    experiment: str | None = None  # None: the sweep name
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"
+    seed: int = 0
+    storage: str | None = None  # None: GITSWEEP_HOME, else ./gitsweep-runs
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
+        params = self.search.params()
+        known = set(flatten(to_dict(replace(self, search=SearchConfig()))))
+        for key, spec in params.items():
+            require(key in known, f"search.space.{key}", "not a config key that can be searched")
+            values = spec.choices or (spec.low, spec.high)
+            for v in values:  # every value the search can propose must itself be valid
+                with_value(self, key, v)
+
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage or os.environ.get("GITSWEEP_HOME") or "gitsweep-runs").resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return (
+            self.tracking.uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{self.storage_path / 'mlflow.db'}"
+        )
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("sweeps") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(config: str) -> dict[str, Any]:
+    """A preset name or a YAML path -> dict; a missing file or bad YAML is a DataError naming it."""
+    if not config.endswith((".yaml", ".yml")) and config in preset_names():
+        text = (resources.files("sweeps") / "presets" / f"{config}.yaml").read_text()
+        source = f"preset '{config}'"
+    else:
+        path = Path(config)
+        if not path.is_file():
+            hint = "" if path.suffix else f" (presets: {', '.join(preset_names())})"
+            raise DataError(config, f"no such config file or preset{hint}")
+        text = path.read_text()
+        source = config
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise DataError(source, f"YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(source, "top level must be a mapping of config keys")
+    return data
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """'classifier.lr=0.05' -> ('classifier.lr', 0.05); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(item, "--set needs key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    require(bool(key), item, "--set needs key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(key, f"'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def with_value(cfg: SweepConfig, key: str, value: Any) -> SweepConfig:
+    """A copy of `cfg` with dotted `key` set to `value`, validated (used for every searched sample)."""
+    data = to_dict(cfg)
+    data["search"]["space"] = {}  # the sample is a point: validate it, not the space again
+    set_dotted(data, key, value)
+    return from_dict(SweepConfig, data)
+
+
+def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepConfig, list[str]]:
+    """Load, override and validate. Returns the config and the searched keys pinned by `--set`."""
+    data = read_yaml(config)
+    pinned: list[str] = []
+    space = (data.get("search") or {}).get("space") or {}
+    for item in overrides or []:
+        key, value = parse_set(item)
+        if key in space:
+            space.pop(key)  # a --set on a searched key pins it: it leaves the space
+            pinned.append(key)
+        set_dotted(data, key, value)
+    return from_dict(SweepConfig, data), pinned
