@@ -107,11 +107,19 @@ class SweepConfig:
         require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
         params = self.search.params()
         known = set(flatten(to_dict(replace(self, search=SearchConfig()))))
+        require(
+            self.dataset.zipf_alpha is None or "dataset.imbalance_ratio" not in params,
+            "search.space.dataset.imbalance_ratio",
+            "has no effect while dataset.zipf_alpha is set (set zipf_alpha: null to search the ratio)",
+        )
         for key, spec in params.items():
             require(key in known, f"search.space.{key}", "not a config key that can be searched")
             values = spec.choices or (spec.low, spec.high)
             for v in values:  # every value the search can propose must itself be valid
-                with_value(self, key, v)
+                try:
+                    with_value(self, key, v)
+                except ConfigError as exc:
+                    raise ConfigError(f"search.space.{key}", f"proposes {v!r}, but {exc}") from None
 
     @property
     def storage_path(self) -> Path:
@@ -202,6 +210,11 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
     space = (data.get("search") or {}).get("space") or {}
     for item in overrides or []:
         key, value = parse_set(item)
+        if key.startswith("search.space."):
+            # searched keys are dotted themselves: `search.space.classifier.lr={...}` adds one entry
+            space[key.removeprefix("search.space.")] = value
+            data.setdefault("search", {})["space"] = space
+            continue
         if key in space:
             space.pop(key)  # a --set on a searched key pins it: it leaves the space
             pinned.append(key)

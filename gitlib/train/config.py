@@ -83,6 +83,7 @@ class GeneratorConfig:
     dim: int = 16  # base channels of the encoders / decoder
     n_res: int = 2  # residual blocks in content encoder and decoder
     n_downsample: int = 1  # stride-2 convs in the content encoder
+    style_downsample: int = 2  # stride-2 convs in the style encoder (before its global pooling)
     style_dim: int = 8
     mlp_dim: int = 64  # hidden width of the AdaIN parameter MLP
     dis_dim: int = 16
@@ -108,6 +109,7 @@ class GeneratorConfig:
             require(getattr(self, name) >= 1, k(name), f"must be >= 1, got {getattr(self, name)}")
         require(self.n_res >= 0, k("n_res"), "must be >= 0")
         require(0 <= self.n_downsample <= 4, k("n_downsample"), "must be in [0, 4]")
+        require(0 <= self.style_downsample <= 6, k("style_downsample"), "must be in [0, 6]")
         require(self.batch_size >= 1, k("batch_size"), "must be >= 1")
         require(0 < self.lr <= 1, k("lr"), f"must be in (0, 1], got {self.lr}")
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, k("beta1"), "betas must be in [0, 1)")

@@ -1,0 +1,1 @@
+"""Models: CIFAR-style ResNet classifiers (`gitlib.models.resnet`) and the MUNIT generator (`gitlib.models.munit`)."""

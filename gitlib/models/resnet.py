@@ -1,0 +1,111 @@
+"""CIFAR-style ResNets (He et al. 2016, section 4.2) with an optional normalised (cosine) head for LDAM.
+
+Models take float images in [0, 1] shaped (N, C, H, W) and normalise internally with mean / std buffers
+set from the training set, so every caller (training, eKLD, GIT) feeds the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with batch norm; a 1x1 conv shortcut where the shape changes (option B)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class NormedLinear(nn.Module):
+    """Cosine head: logits = <x/|x|, w_c/|w_c|> in [-1, 1]; LDAM scales them by s after the margin."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-1, 1))
+        self.weight.data.renorm_(2, 1, 1e-5).mul_(1e5)  # unit columns, as in the LDAM reference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+class CifarResNet(nn.Module):
+    """Stem conv, three stages of `blocks` basic blocks (strides 1, 2, 2), global average pool, head."""
+
+    def __init__(self, blocks: int, widths: Sequence[int], in_channels: int, num_classes: int,
+                 normed_head: bool = False, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
+        super().__init__()
+        mean_t = torch.tensor(list(mean) if mean is not None else [0.5] * in_channels, dtype=torch.float32)
+        std_t = torch.tensor(list(std) if std is not None else [0.5] * in_channels, dtype=torch.float32)
+        if mean_t.numel() != in_channels or std_t.numel() != in_channels:
+            raise ValueError(f"mean / std need {in_channels} values, got {mean_t.numel()} / {std_t.numel()}")
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
+        self.register_buffer("std", std_t.clamp_min(1e-6).view(1, -1, 1, 1))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        layers: list[nn.Module] = []
+        in_ch = widths[0]
+        for stage, width in enumerate(widths):
+            for i in range(blocks):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(BasicBlock(in_ch, width, stride))
+                in_ch = width
+        self.stages = nn.Sequential(*layers)
+        self.head: nn.Module = NormedLinear(in_ch, num_classes) if normed_head else nn.Linear(in_ch, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std  # (N, C, H, W)
+        x = self.stages(self.stem(x))  # (N, widths[-1], H/4, W/4)
+        return x.mean(dim=(2, 3))  # (N, widths[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (N, num_classes)
+
+
+def resnet20(**kw: object) -> CifarResNet:
+    return CifarResNet(3, (16, 32, 64), **kw)  # type: ignore[arg-type]
+
+
+def resnet32(**kw: object) -> CifarResNet:
+    return CifarResNet(5, (16, 32, 64), **kw)  # type: ignore[arg-type]
+
+
+def resnet_small(**kw: object) -> CifarResNet:
+    # One block per stage, 9/18/36 channels (~25k parameters): the CPU-sized model for 16x16 runs.
+    return CifarResNet(1, (9, 18, 36), **kw)  # type: ignore[arg-type]
+
+
+ARCHITECTURES: dict[str, Callable[..., CifarResNet]] = {
+    "resnet_small": resnet_small,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+}
+
+
+def build_classifier(arch: str, in_channels: int, num_classes: int, normed_head: bool = False,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> CifarResNet:
+    """A registered architecture; `mean` / `std` (per channel, images in [0, 1]) come from the training set."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch '{arch}' (known: {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[arch](in_channels=in_channels, num_classes=num_classes, normed_head=normed_head,
+                               mean=mean, std=std)

@@ -1,0 +1,1 @@
+"""Recording results: figures here; MLflow logging imports mlflow lazily."""

@@ -1,0 +1,1 @@
+"""Training loops: the classifier (`classifier`) and the generator; they return metric dicts and never log."""
