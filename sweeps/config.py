@@ -92,9 +92,23 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class DebugConfig:
+    """Failure injection for testing the sweep machinery (documented, not for experiments)."""
+
+    fail_at_epoch: int | None = None  # raise after reporting this epoch (1-based), on every attempt
+    fail_mode: Literal["raise", "nan"] = "raise"  # nan: fail as a non-finite loss (never retried)
+    fail_when: str | None = None  # only trials where 'dotted.key=value' holds (None: every trial)
+
+    def validate(self, prefix: str = "debug") -> None:
+        require(self.fail_at_epoch is None or self.fail_at_epoch >= 1, join(prefix, "fail_at_epoch"), "must be >= 1")
+        require(self.fail_when is None or "=" in self.fail_when, join(prefix, "fail_when"), "needs key=value")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     name: str = "sweep"
     seed: int = 0
+    trial: Literal["classifier", "generator"] = "classifier"  # what each trial trains
     storage: str | None = None  # None: GITSWEEP_HOME, else ./gitsweep-runs
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -102,6 +116,7 @@ class SweepConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
     def validate(self, prefix: str = "") -> None:
         require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")

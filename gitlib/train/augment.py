@@ -25,12 +25,9 @@ class Augmenter(Protocol):
 
 def nuisance_augmenter(spec: DatasetSpec) -> Augmenter:
     """The data set's true nuisance (the oracle, and the eKLD transform where it is known)."""
-    from gitlib.data.nuisances import get_nuisance  # the data layer is optional for the models / metrics
+    from gitlib.data.nuisances import nuisance_for_spec
 
-    if spec.nuisance == "none":
-        raise ValueError("the data set has no nuisance (dataset.nuisance: none)")
-    opts = {"degrees": spec.rotation_degrees} if spec.nuisance == "rotation" else {}
-    return get_nuisance(spec.nuisance, **opts)
+    return nuisance_for_spec(spec)
 
 
 def threshold_keep_prob(class_counts: np.ndarray, threshold: int | None) -> np.ndarray:

@@ -71,6 +71,14 @@ class ClassifierConfig:
         """0-based epoch from which oracle / GIT augmentation is on (default: after the first drop)."""
         return self.git_start_epoch if self.git_start_epoch is not None else self.first_drop_epoch
 
+    @property
+    def resolved_augment_start(self) -> int:
+        """0-based epoch from which the run's augmenter is on: git_start_epoch if set, else 0 for the
+        oracle (applied throughout, the upper bound) and the delayed GIT start for git."""
+        if self.git_start_epoch is None and self.augment == "oracle":
+            return 0
+        return self.resolved_git_start
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:

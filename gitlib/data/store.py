@@ -1,0 +1,167 @@
+"""Content-addressed Parquet store of built data sets: built once, shared by every trial after.
+
+Folder `<storage>/datasets/<digest>/`, digest = sha256 of the spec (sorted JSON) and BUILDER_VERSION,
+holding `train.parquet`, `val.parquet`, `test.parquet`, `test_t.parquet` (columns: image as
+fixed-size uint8 bytes, label, split, source_index, nuisance_<param>...) and `manifest.json`
+(spec, shape, class counts per split, sizes). A build happens in a temporary sibling folder, under a
+file lock, and is renamed into place at the end, so concurrent builders of one spec leave exactly one
+complete copy and readers never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from filelock import FileLock
+
+from gitlib.configs import from_dict, to_dict
+from gitlib.data.builder import SPLITS, Split, build_splits
+from gitlib.data.dataset import BuiltDataset
+from gitlib.data.profiles import class_order
+from gitlib.data.sources import SourceArrays, load_source
+from gitlib.data.spec import DatasetSpec
+from gitlib.errors import DataError
+
+# Bump whenever the bytes a spec builds to change (recipe, nuisance code, file layout): old builds
+# then stop matching instead of being silently reused.
+BUILDER_VERSION = "1"
+MANIFEST = "manifest.json"
+
+
+def spec_digest(spec: DatasetSpec) -> str:
+    """Content address of a spec's build: 16 hex digits of sha256(spec JSON + builder version)."""
+    payload = json.dumps({"spec": to_dict(spec), "builder": BUILDER_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def dataset_dir(spec: DatasetSpec, storage_root: Path) -> Path:
+    return Path(storage_root) / "datasets" / spec_digest(spec)
+
+
+def split_table(name: str, split: Split) -> pa.Table:
+    """One split as an Arrow table; images as fixed-size binary (C*H*W bytes each), zero-copy."""
+    x = np.ascontiguousarray(split.x.numpy())  # (N, C, H, W) uint8
+    n, width = x.shape[0], int(np.prod(x.shape[1:]))
+    images = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(x)])
+    columns: dict[str, Any] = {
+        "image": images,
+        "label": pa.array(split.y.numpy().astype(np.int64)),
+        "split": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([name])),
+        "source_index": pa.array(split.source_index.numpy().astype(np.int64)),
+    }
+    for key, value in split.params.items():
+        columns[f"nuisance_{key}"] = pa.array(value.cpu().numpy())
+    return pa.table(columns)
+
+
+def write_split(path: Path, name: str, split: Split) -> None:
+    pq.write_table(split_table(name, split), path)
+
+
+def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, C, H, W), labels int64 (N,)) from one split file."""
+    table = pq.read_table(path, columns=["image", "label"])
+    images = table.column("image").combine_chunks()
+    width = int(np.prod(shape))
+    n = len(images)
+    if n == 0:
+        return torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+    buf = np.frombuffer(images.buffers()[1], dtype=np.uint8, count=n * width, offset=images.offset * width)
+    x = torch.from_numpy(buf.reshape(n, *shape).copy())
+    y = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+    return x, y
+
+
+def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    return np.bincount(labels.numpy(), minlength=num_classes).astype(int).tolist()
+
+
+def _manifest(spec: DatasetSpec, digest: str, splits: dict[str, Split], num_classes: int) -> dict[str, Any]:
+    return {
+        "digest": digest,
+        "builder_version": BUILDER_VERSION,
+        "spec": to_dict(spec),
+        "num_classes": num_classes,
+        "shape": list(splits["train"].x.shape[1:]),
+        "class_order": class_order(num_classes, spec.instance).tolist(),  # largest class first
+        "class_counts": {name: _counts(s.y, num_classes) for name, s in splits.items()},
+        "sizes": {name: len(s.y) for name, s in splits.items()},
+        "files": {name: f"{name}.parquet" for name in splits},
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _write(folder: Path, spec: DatasetSpec, digest: str, splits: dict[str, Split], num_classes: int) -> None:
+    folder.mkdir(parents=True)
+    for name, split in splits.items():
+        write_split(folder / f"{name}.parquet", name, split)
+    # The manifest goes last: a folder with a manifest is complete.
+    (folder / MANIFEST).write_text(json.dumps(_manifest(spec, digest, splits, num_classes), indent=1))
+
+
+def _to_built(spec: DatasetSpec, num_classes: int, splits: dict[str, Split], digest: str, path: Path) -> BuiltDataset:
+    s = splits
+    return BuiltDataset(
+        spec=spec, num_classes=num_classes,
+        train_x=s["train"].x, train_y=s["train"].y, val_x=s["val"].x, val_y=s["val"].y,
+        test_x=s["test"].x, test_y=s["test"].y, test_tx=s["test_t"].x, test_ty=s["test_t"].y,
+        digest=digest, path=path,
+    )
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(str(Path(path) / MANIFEST), f"unreadable manifest: {exc}") from None
+
+
+def load_built(path: Path) -> BuiltDataset:
+    """A stored build from its folder (the spec comes from its manifest)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    shape = tuple(manifest["shape"])
+    arrays = {name: read_images(path / manifest["files"][name], shape) for name in SPLITS}  # type: ignore[arg-type]
+    splits = {name: Split(x, y, torch.empty(0)) for name, (x, y) in arrays.items()}
+    spec = from_dict(DatasetSpec, manifest["spec"], "dataset")
+    return _to_built(spec, int(manifest["num_classes"]), splits, manifest["digest"], path)
+
+
+def ensure_built(spec: DatasetSpec, storage_root: Path) -> tuple[BuiltDataset, bool]:
+    """The build of `spec` under `storage_root`, and whether this call built it (False = reused)."""
+    final = dataset_dir(spec, storage_root)
+    if (final / MANIFEST).is_file():
+        return load_built(final), False
+    # Read (and so validate) the source before anything is written: bad input leaves no trace.
+    source: SourceArrays = load_source(spec.source, spec.root, spec.image_size)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f"{final.name}.lock")):
+        if (final / MANIFEST).is_file():  # another process built it while we waited
+            return load_built(final), False
+        if final.exists():  # left without a manifest by something else: not ours to trust
+            shutil.rmtree(final)
+        splits, _ = build_splits(spec, source)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            _write(tmp, spec, final.name, splits, source.num_classes)
+            os.replace(tmp, final)  # atomic on one file system
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return _to_built(spec, source.num_classes, splits, final.name, final), True
+
+
+def get_dataset(spec: DatasetSpec, storage_root: Path) -> BuiltDataset:
+    """The built data set of `spec`: read from `<storage_root>/datasets/<digest>/`, built first if absent."""
+    return ensure_built(spec, storage_root)[0]

@@ -1,0 +1,204 @@
+"""`gitsweep report`: the sweep's trial table, best trial, response surface, parameter importances and
+eKLD-vs-class-size curves of the best GIT trial against the best baseline; all under
+`<storage>/sweeps/<name>/report/` and logged to the parent run under `report/`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gitlib.tracking import mlflow_runs as mr
+from sweeps import runner, trainables
+from sweeps.config import SweepConfig, load_config
+
+SURFACE_KEYS = ("classifier.gen_frac", "dataset.imbalance_ratio")
+SURFACE_METRICS = (("test/balanced_acc", "balanced test accuracy"), ("ekld/tail", "tail eKLD"))
+
+
+def trial_table(cfg: SweepConfig, trials: list[Any]) -> pd.DataFrame:
+    """One row per trial: id, state, searched values, epochs run, final metrics, error."""
+    from sweeps.tracking import trial_error
+
+    rows = []
+    for t in trials:
+        r = t.last_result or {}
+        row: dict[str, Any] = {"trial_id": t.trial_id, "state": t.status}
+        row.update({k: v for k, v in (t.config or {}).items()})
+        resolved = trainables.trial_config(_base(cfg), t.config or {})
+        row["classifier.augment"] = resolved.classifier.augment
+        row["epochs_run"] = r.get("epoch")
+        row.update({k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and k.split("/")[0] in ("test", "ekld", "val", "consistency", "preservation", "diversity")})
+        row["error"] = trial_error(t) if t.status == "ERROR" else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _base(cfg: SweepConfig) -> dict[str, Any]:
+    from gitlib.configs import to_dict
+
+    base = to_dict(cfg)
+    base["search"]["space"] = {}
+    return base
+
+
+def _best(df: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    if metric not in df or df[metric].notna().sum() == 0:
+        return None
+    ok = df[df[metric].notna()]
+    return ok.loc[ok[metric].idxmax() if mode == "max" else ok[metric].idxmin()]
+
+
+def response_surface(df: pd.DataFrame, keys: tuple[str, str], path: Path) -> Path | None:
+    """Two panels over (keys[0], keys[1]): balanced accuracy and tail eKLD, scatter + contour."""
+    from matplotlib.figure import Figure
+
+    if not all(k in df for k in keys):
+        return None
+    fig = Figure(figsize=(10, 4.2), dpi=110)
+    for i, (metric, label) in enumerate(SURFACE_METRICS):
+        ax = fig.add_subplot(1, 2, i + 1)
+        sub = df[df[metric].notna()] if metric in df else df.iloc[0:0]
+        x = sub[keys[0]].astype(float).to_numpy()
+        y = sub[keys[1]].astype(float).to_numpy()
+        z = sub[metric].astype(float).to_numpy() if metric in sub else np.array([])
+        if len(z) >= 4 and len(set(x)) > 1 and len(set(y)) > 1:
+            try:  # a contour needs a non-degenerate triangulation; the scatter alone is still useful
+                cs = ax.tricontourf(x, y, z, levels=12, cmap="viridis", alpha=0.55)
+                fig.colorbar(cs, ax=ax, label=label)
+            except (ValueError, RuntimeError):
+                pass
+        sc = ax.scatter(x, y, c=z if len(z) else None, cmap="viridis", edgecolors="k", s=50)
+        if len(z) and not ax.collections[:-1]:
+            fig.colorbar(sc, ax=ax, label=label)
+        ax.set_xlabel(keys[0])
+        ax.set_ylabel(keys[1])
+        if keys[1].endswith("imbalance_ratio"):
+            ax.set_yscale("log")
+        ax.set_title(f"{label} ({len(z)} trials)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def importances(cfg: SweepConfig, df: pd.DataFrame) -> dict[str, Any]:
+    """Optuna fANOVA importances of the searched keys for the first metric, from the trial table."""
+    import optuna
+
+    from sweeps.search import distributions
+
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    dists = distributions(cfg)
+    keys = [k for k in dists if k in df]
+    done = df[df[metric].notna()] if metric in df else df.iloc[0:0]
+    if len(done) < 2 or not keys:
+        return {"metric": metric, "importances": {}, "note": f"needs 2+ finished trials, have {len(done)}"}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for _, row in done.iterrows():
+        params = {k: _native(row[k]) for k in keys}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in keys},
+                                                  value=float(row[metric])))
+    try:
+        values = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same value
+        return {"metric": metric, "importances": {}, "note": f"not computable: {exc}"}
+    return {"metric": metric, "importances": {k: float(v) for k, v in values.items()}, "trials": len(done)}
+
+
+def _native(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _per_class(trial: Any) -> Any | None:
+    import pyarrow.parquet as pq
+
+    ckpt = trial.checkpoint
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        path = Path(d) / trainables.PER_CLASS
+        return pq.read_table(path) if path.is_file() else None
+
+
+def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, trials: list[Any], path: Path) -> dict[str, Any]:
+    """eKLD against class size: the best GIT trial (gen_frac > 0) against the best baseline."""
+    from matplotlib.figure import Figure
+
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    git_mask = (df["classifier.augment"] == "git") & (df.get("classifier.gen_frac", cfg.classifier.gen_frac) > 0)
+    picks = {"GIT": _best(df[git_mask], metric, mode), "baseline": _best(df[~git_mask], metric, mode)}
+    by_id = {t.trial_id: t for t in trials}
+    fig = Figure(figsize=(6, 4.2), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    chosen: dict[str, Any] = {}
+    for label, row in picks.items():
+        if row is None:
+            continue
+        table = _per_class(by_id[row["trial_id"]])
+        if table is None:
+            continue
+        t = table.to_pandas().sort_values("train_count")
+        ax.plot(t["train_count"], t["ekld"], marker="o", label=f"{label} ({row['trial_id']})")
+        chosen[label] = str(row["trial_id"])
+    ax.set_xscale("log")
+    ax.set_xlabel("training images in class")
+    ax.set_ylabel("eKLD")
+    ax.set_title("eKLD vs class size: best GIT vs best baseline", fontsize=10)
+    if chosen:
+        ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return chosen
+
+
+def write_report(paths: runner.SweepPaths) -> Path:
+    cfg, _ = load_config(str(paths.config))
+    meta = runner.load_meta(paths)
+    trials = runner.load_trials(paths)
+    out = paths.report
+    out.mkdir(parents=True, exist_ok=True)
+    df = trial_table(cfg, trials)
+    df.to_parquet(out / "trials.parquet", index=False)
+    df.to_csv(out / "trials.csv", index=False)
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    best = _best(df, metric, mode)
+    summary: dict[str, Any] = {"sweep": cfg.name, "trials": len(df), "metric": metric, "mode": mode,
+                               "best": None if best is None else {k: _json(v) for k, v in best.items()}}
+    searched = [k for k in cfg.search.space if k in df]
+    keys = SURFACE_KEYS if all(k in df for k in SURFACE_KEYS) else tuple(searched[:2])
+    if len(keys) == 2:
+        response_surface(df, keys, out / "response_surface.png")  # type: ignore[arg-type]
+    summary["importances"] = importances(cfg, df)
+    summary["ekld_curves"] = ekld_curves(cfg, df, trials, out / "ekld_vs_class_size.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _log_to_parent(meta, out)
+    _print(summary)
+    return out
+
+
+def _json(v: Any) -> Any:
+    v = _native(v)
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _log_to_parent(meta: dict[str, Any], out: Path) -> None:
+    c = mr.client(meta["tracking_uri"])
+    c.log_artifacts(meta["parent_run_id"], str(out), artifact_path="report")
+
+
+def _print(summary: dict[str, Any]) -> None:
+    best = summary["best"]
+    if best:
+        print(f"best trial {best['trial_id']}: {summary['metric']} {best.get(summary['metric'])}")
+    imp = summary["importances"]
+    if imp.get("importances"):
+        print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp["importances"].items()))
+    else:
+        print(f"importances: {imp.get('note')}")

@@ -1,0 +1,272 @@
+"""Run and resume orchestration: config -> Ray -> Tuner (fit or restore) -> MLflow reconcile -> summary.
+
+Layout of one sweep, `<storage>/sweeps/<name>/`:
+
+    config.yaml     the resolved config (after --set), what `resume` runs again
+    sweep.json      tracking URI, experiment, parent run id, Tune experiment path
+    tune/           the Tune experiment (trial folders, checkpoints, searcher state)
+    report/         written by `gitsweep report`
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitlib.configs import flatten, to_dict
+from gitlib.errors import ConfigError, DataError, UserError
+from gitlib.tracking import mlflow_runs as mr
+from sweeps.config import SweepConfig, TrackingConfig, load_config
+
+TUNE_DIR = "tune"
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    root: Path  # <storage>/sweeps/<name>
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def tune(self) -> Path:
+        return self.root / TUNE_DIR
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+
+def default_storage(storage: str | None = None) -> Path:
+    return Path(storage or os.environ.get("GITSWEEP_HOME") or "gitsweep-runs").resolve()
+
+
+def find_sweep(name_or_path: str, storage: str | None = None) -> SweepPaths:
+    """A sweep by name (under the storage) or by path (its folder or its Tune folder)."""
+    path = Path(name_or_path)
+    for cand in (path, path.parent):
+        if (cand / "sweep.json").is_file():
+            return SweepPaths(cand.resolve())
+    by_name = default_storage(storage) / "sweeps" / name_or_path
+    if (by_name / "sweep.json").is_file():
+        return SweepPaths(by_name)
+    raise DataError(name_or_path, f"no such sweep (looked for {by_name}/sweep.json)")
+
+
+def load_meta(paths: SweepPaths) -> dict[str, Any]:
+    return json.loads(paths.meta.read_text())
+
+
+def resolve_config(config: str, overrides: list[str], name: str | None, storage: str | None,
+                   tracking_uri: str | None) -> tuple[SweepConfig, list[str]]:
+    """Load + override + CLI flags; storage made absolute so every worker sees the same path."""
+    cfg, pinned = load_config(config, overrides)
+    if name:
+        cfg = replace(cfg, name=name)
+    cfg = replace(cfg, storage=str(default_storage(storage or cfg.storage)))
+    if tracking_uri:
+        cfg = replace(cfg, tracking=TrackingConfig(uri=tracking_uri, experiment=cfg.tracking.experiment))
+    cfg.validate()
+    return cfg, pinned
+
+
+# ---- Ray ------------------------------------------------------------------------------------------
+
+
+def connect_ray(address: str | None) -> bool:
+    """Connect to `address` / RAY_ADDRESS, else start a quiet local Ray on loopback. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    addr = address or os.environ.get("RAY_ADDRESS")
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    if addr:
+        ray.init(address=addr, **quiet)  # type: ignore[arg-type]
+    else:
+        cpus = os.environ.get("GITSWEEP_NUM_CPUS")
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                 num_cpus=int(cpus) if cpus else None, **quiet)  # type: ignore[arg-type]
+    return True
+
+
+def check_resources(cfg: SweepConfig) -> None:
+    """Refuse a per-trial request no node of the cluster can ever satisfy (exit 2, before any trial)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    max_cpu = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
+    max_gpu = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
+    if cfg.resources.gpu > 0 and max_gpu <= 0:
+        raise ConfigError("resources.gpu", f"{cfg.resources.gpu:g} GPU per trial requested, but the Ray cluster has "
+                                           "no GPU (set resources.gpu=0 or connect to a GPU cluster with --address)")
+    if cfg.resources.gpu > max_gpu:
+        raise ConfigError("resources.gpu", f"{cfg.resources.gpu:g} GPUs per trial, but no node has more than {max_gpu:g}")
+    if cfg.resources.cpu > max_cpu:
+        raise ConfigError("resources.cpu", f"{cfg.resources.cpu:g} CPUs per trial, but no node has more than {max_cpu:g}")
+
+
+# ---- run / resume ---------------------------------------------------------------------------------
+
+
+def _tracker(cfg: SweepConfig, parent_run_id: str | None) -> Any:
+    from sweeps.tracking import SweepTracker
+
+    base = to_dict(cfg)
+    artifact_root = mr.default_artifact_root(cfg.storage_path) if cfg.tracking_uri.startswith("sqlite:") else None
+    return SweepTracker(cfg.tracking_uri, cfg.experiment, cfg.name, base, artifact_root, parent_run_id)
+
+
+def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=str(paths.root),
+        callbacks=[callback],
+        failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=0,
+    )
+
+
+def start(cfg: SweepConfig, address: str | None = None) -> int:
+    """A new sweep: refuse an existing name, check resources, save the config, open MLflow, fit."""
+    from ray import tune
+
+    from sweeps import search, trainables
+    from sweeps.tracking import MlflowCallback
+
+    search.check(cfg)
+    paths = SweepPaths(cfg.storage_path / "sweeps" / cfg.name)
+    if paths.meta.exists():
+        raise UserError(f"sweep '{cfg.name}' already exists in {paths.root}: `gitsweep resume {cfg.name}` "
+                        "continues it, --name starts another")
+    started = connect_ray(address)
+    try:
+        check_resources(cfg)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        paths.config.write_text(text)
+        tracker = _tracker(cfg, None)
+        parent = tracker.open_parent(text)
+        meta = {"name": cfg.name, "storage": str(cfg.storage_path), "tune_path": str(paths.tune),
+                "tracking_uri": cfg.tracking_uri, "experiment": cfg.experiment, "parent_run_id": parent,
+                "artifact_root": tracker.artifact_root}
+        paths.meta.write_text(json.dumps(meta, indent=1))
+        search.disable_strict_metric_check()
+        tuner = tune.Tuner(
+            trainables.trainable_for(cfg),
+            tune_config=search.tune_config(cfg),
+            run_config=_run_config(cfg, paths, MlflowCallback(tracker, cfg.classifier.epochs)),
+        )
+        print(f"sweep {cfg.name}: {cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time, "
+              f"searching {', '.join(cfg.search.space)}; results in {paths.root}", flush=True)
+        tuner.fit()
+        return finish(cfg, paths, tracker)
+    finally:
+        if started:
+            _shutdown()
+
+
+def resume(name_or_path: str, storage: str | None = None, restart_errored: bool = False,
+           address: str | None = None) -> int:
+    """Tuner.restore on the saved experiment; the same parent run and trial runs continue."""
+    from ray import tune
+
+    from sweeps import search, trainables
+
+    paths = find_sweep(name_or_path, storage)
+    cfg, _ = load_config(str(paths.config))
+    meta = load_meta(paths)
+    if not tune.Tuner.can_restore(str(paths.tune)):
+        raise DataError(str(paths.tune), "no restorable Tune experiment here (did the sweep start?)")
+    started = connect_ray(address)
+    try:
+        check_resources(cfg)
+        tracker = _tracker(cfg, meta["parent_run_id"])
+        tracker.open_parent(paths.config.read_text())
+        search.disable_strict_metric_check()
+        tuner = tune.Tuner.restore(str(paths.tune), trainables.trainable_for(cfg), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=restart_errored)
+        print(f"resuming sweep {cfg.name} from {paths.tune}", flush=True)
+        tuner.fit()
+        return finish(cfg, paths, tracker)
+    finally:
+        if started:
+            _shutdown()
+
+
+def _shutdown() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def load_trials(paths: SweepPaths) -> list[Any]:
+    """The trials of a sweep's Tune experiment, read from its saved state (no Ray needed)."""
+    from ray.tune import ExperimentAnalysis
+
+    if not paths.tune.is_dir():
+        return []
+    return list(ExperimentAnalysis(str(paths.tune)).trials)
+
+
+def best_trial(cfg: SweepConfig, trials: list[Any]) -> Any | None:
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    done = [t for t in trials if isinstance((t.last_result or {}).get(metric), (int, float))
+            and (t.last_result or {}).get(metric) == (t.last_result or {}).get(metric)]
+    if not done:
+        return None
+    pick = max if mode == "max" else min
+    return pick(done, key=lambda t: t.last_result[metric])
+
+
+def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
+    """Close MLflow runs to match Tune's states, print the summary; 0 only if every trial finished."""
+    trials = load_trials(paths)
+    errored = tracker.reconcile(trials)
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    tracker.close_parent(errored + len(unfinished))
+    print_summary(cfg, paths, trials, tracker)
+    if errored or unfinished:
+        extra = "" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_path}"
+        print(f"{errored} trial(s) errored, {len(unfinished)} unfinished. To rerun them:\n"
+              f"  gitsweep resume {cfg.name} --restart-errored{extra}", flush=True)
+        return 1
+    return 0
+
+
+def print_summary(cfg: SweepConfig, paths: SweepPaths, trials: list[Any], tracker: Any) -> None:
+    from collections import Counter
+
+    states = Counter(t.status for t in trials)
+    print(f"\nsweep {cfg.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    best = best_trial(cfg, trials)
+    if best is not None:
+        r = best.last_result
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items())
+        metrics = ", ".join(f"{m} {r[m]:.4f}" for m in cfg.search.metric if m in r)
+        print(f"best trial {best.trial_id}: {metrics} ({params})")
+        if "ekld/head" in r:
+            print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
+                  f"(Spearman with class size {r.get('ekld/size_spearman', float('nan')):.2f})")
+    print(f"MLflow: {mr.ui_command(tracker.uri, tracker.artifact_root)}")
+    print(f"experiment '{cfg.experiment}', parent run {tracker.parent_run_id}", flush=True)
+
+
+def searched_values(trial: Any) -> dict[str, Any]:
+    return dict(flatten(trial.config)) if trial.config else {}

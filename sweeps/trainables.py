@@ -1,0 +1,258 @@
+"""Ray Tune function trainables: one classifier trial, one generator trial.
+
+A trial gets the sampled values as its Tune config (dotted keys, e.g. `classifier.gen_frac`) and the
+resolved sweep config `base` through `tune.with_parameters`. It reports every epoch (classifier) or
+every `generator.checkpoint_every` iterations (generator), with a checkpoint, and resumes from
+`tune.get_checkpoint()` after a retry or `gitsweep resume`. Final artifacts (per_class.parquet,
+the eKLD figure, final.json) go into the last checkpoint, where the driver's MLflow callback reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gitlib.configs import flatten, from_dict, to_dict
+from gitlib.errors import UserError
+from gitlib.train.classifier import TrainingDiverged
+from gitlib.train.runtime import pick_device, set_threads
+from sweeps.config import SweepConfig, with_value
+
+STATE = "state.pt"
+META = "meta.json"
+FINAL = "final.json"
+PER_CLASS = "per_class.parquet"
+EKLD_PNG = "ekld_vs_class_size.png"
+FATAL = "fatal.json"  # a non-retryable failure (diverged loss): a retry fails at once with the same reason
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by `debug.fail_at_epoch` to exercise retries and failure handling."""
+
+
+class NonRetryable(RuntimeError):
+    """A failure a retry cannot fix (a diverged loss); the trial ends as failed with this reason."""
+
+
+def trial_config(base: dict[str, Any], sample: dict[str, Any]) -> SweepConfig:
+    """The resolved config of one trial: `base` with every sampled dotted key applied and validated."""
+    cfg = from_dict(SweepConfig, base)
+    for key, value in sorted(sample.items()):
+        cfg = with_value(cfg, key, value)
+    return cfg
+
+
+def _device(cfg: SweepConfig) -> torch.device:
+    return pick_device("cuda" if cfg.resources.gpu > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _should_fail(cfg: SweepConfig) -> bool:
+    import yaml
+
+    cond = cfg.debug.fail_when
+    if cfg.debug.fail_at_epoch is None:
+        return False
+    if cond is None:
+        return True
+    key, _, raw = cond.partition("=")
+    return flatten(to_dict(cfg)).get(key.strip()) == yaml.safe_load(raw)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a state with non-tensor objects (e.g. numpy RNG): our own file, full load is safe
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _read_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
+    """(trainer state, meta, final metrics) of the checkpoint Tune restored us from, if any."""
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None, {}, None
+    with ckpt.as_directory() as d:
+        folder = Path(d)
+        if (folder / FATAL).is_file():
+            raise NonRetryable(json.loads((folder / FATAL).read_text())["reason"])
+        state = _load_state(folder / STATE) if (folder / STATE).is_file() else None
+        meta = json.loads((folder / META).read_text()) if (folder / META).is_file() else {}
+        final = json.loads((folder / FINAL).read_text()) if (folder / FINAL).is_file() else None
+    return state, meta, final
+
+
+def _report(metrics: dict[str, Any], files: dict[str, Any] | None) -> None:
+    """tune.report with a checkpoint folder holding `files` (name -> tensor state / bytes / text / path)."""
+    from ray import tune
+
+    if files is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="gitsweep-ckpt-") as tmp:
+        for name, obj in files.items():
+            path = Path(tmp) / name
+            if isinstance(obj, Path):
+                path.write_bytes(obj.read_bytes())
+            elif isinstance(obj, str):
+                path.write_text(obj)
+            else:
+                torch.save(obj, path)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _fail_fatal(reason: str, meta: dict[str, Any]) -> None:
+    """Record a non-retryable failure in a checkpoint, then raise: a Tune retry stops at once."""
+    _report({"trial/failed": 1.0, **meta}, {FATAL: json.dumps({"reason": reason}), META: json.dumps(meta)})
+    raise NonRetryable(reason)
+
+
+def classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    """Train one classifier (GIT with a shared generator when classifier.augment == 'git')."""
+    try:
+        _classifier_trial(config, base)
+    except UserError as exc:  # a bad config or data file: retrying cannot help
+        raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
+
+
+def _classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    from gitlib.data.store import get_dataset
+    from gitlib.train.classifier import ClassifierTrainer
+    from sweeps.generator_store import get_generator
+
+    cfg = trial_config(base, config)
+    set_threads(cfg.resources.cpu)
+    device = _device(cfg)
+    storage = cfg.storage_path
+    data = get_dataset(cfg.dataset, storage)
+    state, meta, final = _read_checkpoint()
+
+    augmenter = None
+    extra: dict[str, Any] = {}
+    if cfg.classifier.augment == "git" and cfg.classifier.gen_frac > 0:
+        from gitlib.models.munit import load_generator
+
+        entry = get_generator(cfg.generator, data, storage, device)
+        augmenter = load_generator(entry.model_path, device)
+        extra = {"generator/digest": entry.digest, "generator/folder": str(entry.folder)}
+    ccfg = cfg.classifier
+    if ccfg.augment == "git" and ccfg.gen_frac == 0:  # GIT with no generated share is the ERM baseline
+        ccfg = replace(ccfg, augment="none")
+    trainer = ClassifierTrainer(ccfg, data, cfg.seed, device, augmenter)
+    if state is not None:
+        trainer.load_state_dict(state)
+    start_epoch = trainer.epoch
+    epochs = cfg.classifier.epochs
+    if final is not None:  # finished before an interruption: hand Tune the final result again
+        _report({**final, **extra, "trial/start_epoch": float(start_epoch)}, None)
+        return
+    fail = _should_fail(cfg)
+    while trainer.epoch < epochs:
+        try:
+            if fail and cfg.debug.fail_mode == "nan" and trainer.epoch + 1 >= (cfg.debug.fail_at_epoch or 0):
+                raise TrainingDiverged(f"classifier training loss became nan in epoch {trainer.epoch + 1} "
+                                       "(injected by debug.fail_mode=nan)")
+            metrics: dict[str, Any] = trainer.run_epoch()
+        except TrainingDiverged as exc:
+            _fail_fatal(f"TrainingDiverged: {exc}", {"epoch": float(trainer.epoch)})
+        metrics.update(extra)
+        metrics["trial/start_epoch"] = float(start_epoch)
+        last = trainer.epoch >= epochs
+        meta = {"epoch": trainer.epoch}
+        files: dict[str, Any] | None = None
+        if last:
+            files = _final_files(trainer, cfg, metrics)
+        elif trainer.epoch % cfg.classifier.checkpoint_every == 0:
+            files = {STATE: trainer.state_dict(), META: json.dumps(meta)}
+        if files is not None:
+            files.setdefault(STATE, trainer.state_dict())
+            files.setdefault(META, json.dumps(meta))
+        _report(metrics, files)
+        if fail and cfg.debug.fail_mode == "raise" and trainer.epoch >= (cfg.debug.fail_at_epoch or 0) and not last:
+            raise InjectedFailure(f"injected failure after epoch {trainer.epoch} (debug.fail_at_epoch)")
+
+
+def _final_files(trainer: Any, cfg: SweepConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Test metrics merged into the last epoch's result; per-class table and figure as files."""
+    import pyarrow.parquet as pq
+
+    from gitlib.tracking.plots import ekld_vs_class_size
+
+    final, table = trainer.final_metrics()
+    metrics.update(final)
+    tmp = Path(tempfile.mkdtemp(prefix="gitsweep-final-"))
+    pq.write_table(table, tmp / PER_CLASS)
+    ekld_vs_class_size(table, tmp / EKLD_PNG, spearman=final.get("ekld/size_spearman"),
+                       title=f"{cfg.name} gen_frac={cfg.classifier.gen_frac:g}")
+    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+    return {PER_CLASS: tmp / PER_CLASS, EKLD_PNG: tmp / EKLD_PNG, FINAL: json.dumps(summary)}
+
+
+def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    """Train one generator as a trial (sweeping generator.* knobs): losses and a checkpoint every
+    generator.checkpoint_every iterations, label preservation / diversity and a sample grid at the end."""
+    try:
+        _generator_trial(config, base)
+    except UserError as exc:
+        raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
+
+
+def _generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    from gitlib.data.store import get_dataset
+    from gitlib.models.munit import save_generator
+    from gitlib.train.generator import GeneratorTrainer
+    from sweeps import generator_store
+
+    cfg = trial_config(base, config)
+    set_threads(cfg.resources.cpu)
+    device = _device(cfg)
+    data = get_dataset(cfg.dataset, cfg.storage_path)
+    state, _, final = _read_checkpoint()
+    trainer = GeneratorTrainer(cfg.generator, data, cfg.seed, device)
+    if state is not None:
+        trainer.load_state_dict(state)
+    if final is not None:
+        _report(final, None)
+        return
+    gcfg = cfg.generator
+    start = trainer.iteration
+    while trainer.iteration < gcfg.iterations:
+        n = min(gcfg.checkpoint_every - trainer.iteration % gcfg.checkpoint_every, gcfg.iterations - trainer.iteration)
+        rec = trainer.train(n, log_every=n)[-1]
+        metrics: dict[str, Any] = {f"loss/{k}": v for k, v in rec.items() if k != "iteration"}
+        metrics.update({"iteration": rec["iteration"], "trial/start_iteration": float(start)})
+        files: dict[str, Any] = {STATE: trainer.state_dict(), META: json.dumps({"iteration": trainer.iteration})}
+        if trainer.iteration >= gcfg.iterations:
+            tmp = Path(tempfile.mkdtemp(prefix="gitsweep-gen-"))
+            save_generator(tmp / "generator.pt", trainer.model, gcfg, data.channels)
+            metrics.update(generator_store._quality(trainer, gcfg, data, device))
+            generator_store._sample_grid(trainer, data, tmp / "samples.png")
+            files["generator.pt"] = tmp / "generator.pt"
+            if (tmp / "samples.png").is_file():
+                files["samples.png"] = tmp / "samples.png"
+            files[FINAL] = json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        _report(metrics, files)
+        if _should_fail(cfg) and trainer.iteration < gcfg.iterations:
+            raise InjectedFailure(f"injected failure at iteration {trainer.iteration}")
+
+
+TRAINABLES = {"classifier": classifier_trial, "generator": generator_trial}
+
+
+def trainable_for(cfg: SweepConfig) -> Any:
+    """The Tune trainable of `cfg.trial`, with the resolved config bound and its resources attached."""
+    from ray import tune
+
+    fn = TRAINABLES[cfg.trial]
+    base = to_dict(cfg)
+    base["search"]["space"] = {}  # the trial sees a point, not the space
+    bound = tune.with_parameters(fn, base=base)
+    res: dict[str, float] = {"cpu": cfg.resources.cpu}
+    if cfg.resources.gpu > 0:
+        res["gpu"] = cfg.resources.gpu
+    return tune.with_resources(bound, res)

@@ -1,0 +1,61 @@
+"""The CLI's up-front refusals and the search space mapping (fast: no trial runs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tiny_config, write_config
+
+from gitlib.errors import ConfigError
+from sweeps.config import load_config
+from sweeps.search import distributions, grid_values, sampler
+
+
+def test_bad_config_exits_2_and_writes_nothing(tmp_path: Path, storage: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", tiny_config("bad"))
+    res = run_cli(["run", str(path), "--set", "classifier.epochs=0", "--storage", str(storage)], timeout=120)
+    assert res.returncode == 2, res.stderr  # bad input exits 2
+    assert "classifier.epochs" in res.stderr and "Traceback" not in res.stderr  # one line naming the key
+    assert not storage.exists()  # nothing written
+
+
+def test_gpu_request_without_gpu_refused_and_pin_reported(tmp_path: Path, storage: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", tiny_config("gpu"))
+    start = time.monotonic()
+    res = run_cli(["run", str(path), "--set", "classifier.gen_frac=0.3", "--set", "resources.gpu=1",
+                   "--storage", str(storage)], timeout=180)
+    assert res.returncode == 2, res.stdout + res.stderr  # a request no node can meet is refused
+    assert "resources.gpu" in res.stderr and "Traceback" not in res.stderr
+    assert "pinned classifier.gen_frac=0.3 (removed from search.space)" in res.stdout  # the pin is reported
+    assert not (storage / "sweeps" / "gpu").exists()  # refused before the sweep was saved
+    assert time.monotonic() - start < 90  # quickly: before any trial or data build
+
+
+def test_space_maps_to_optuna_distributions() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    cfg, pinned = load_config("demo", ["search.space.classifier.epochs={type: int, low: 2, high: 6, step: 2}",
+                                       "search.space.classifier.lr={type: loguniform, low: 0.001, high: 0.1}"])
+    d = distributions(cfg)
+    assert isinstance(d["classifier.gen_frac"], FloatDistribution)
+    assert d["dataset.imbalance_ratio"] == CategoricalDistribution([10, 50, 100])
+    assert d["classifier.epochs"] == IntDistribution(2, 6, step=2)
+    assert d["classifier.lr"].log  # loguniform -> log-scaled float
+    assert pinned == []
+
+
+def test_set_on_searched_key_pins_it() -> None:
+    cfg, pinned = load_config("demo", ["classifier.gen_frac=0.3"])
+    assert pinned == ["classifier.gen_frac"]
+    assert "classifier.gen_frac" not in cfg.search.space  # it left the space
+    assert cfg.classifier.gen_frac == 0.3
+
+
+def test_grid_needs_discrete_values() -> None:
+    cfg, _ = load_config("demo", ["search.sampler=grid"])
+    with pytest.raises(ConfigError, match="grid"):
+        sampler(cfg)  # gen_frac is a continuous float without a step
+    cfg, _ = load_config("demo", ["search.sampler=grid", "search.space.classifier.gen_frac.step=0.3"])
+    assert grid_values("classifier.gen_frac", cfg.search.params()["classifier.gen_frac"]) == [0.0, 0.3, 0.6, 0.9]
