@@ -24,7 +24,7 @@ from gitlib.data.dataset import BuiltDataset
 from gitlib.data.nuisances import get_nuisance
 from gitlib.data.spec import DatasetSpec
 from gitlib.data.store import get_dataset
-from gitlib.metrics.invariance import ekld_per_class
+from gitlib.metrics.invariance import default_batch_size, ekld_per_class
 from gitlib.train.classifier import ClassifierTrainer
 from gitlib.train.config import ClassifierConfig
 from gitlib.train.runtime import pick_device, set_threads
@@ -49,7 +49,7 @@ def _timed(fn: Callable[[], object], device: torch.device, repeat: int = 1) -> f
 
 
 @torch.no_grad()
-def bare_forwards(model: torch.nn.Module, x: torch.Tensor, copies: int, batch_size: int = 2048) -> None:
+def bare_forwards(model: torch.nn.Module, x: torch.Tensor, copies: int, batch_size: int) -> None:
     """The forward passes eKLD needs and nothing else: the originals once, then every copy, in the same
     chunks, on copies made ahead of time (no transform, no KL)."""
     per_chunk = max(1, batch_size // copies)
@@ -138,7 +138,7 @@ def main() -> None:
     n = x.shape[0]
     ekld_per_class(model, x_u8[:20], y[:20], nuisance, COPIES, seed=0)  # warm-up
     t_ekld = _timed(lambda: ekld_per_class(model, x_u8, y, nuisance, COPIES, seed=0), device, repeat=2)
-    t_bare = _timed(lambda: bare_forwards(model, x, COPIES), device, repeat=2)
+    t_bare = _timed(lambda: bare_forwards(model, x, COPIES, default_batch_size(device)), device, repeat=2)
     imgs = data.test_x[:PIL_IMAGES, 0].numpy()
     with torch.no_grad():
         t_pil_copy = _timed(lambda: pil_reference(model, imgs, COPIES, 180.0, True, device), device) * n / PIL_IMAGES

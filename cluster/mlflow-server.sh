@@ -23,6 +23,7 @@
 #   MLFLOW_AUTH                  basic (default) or none
 #   MLFLOW_AUTH_ADMIN_USERNAME   (admin) and MLFLOW_AUTH_ADMIN_PASSWORD: the admin user the auth app
 #                                creates on first start (required then; ignored once it exists)
+#   MLFLOW_FLASK_SERVER_SECRET_KEY  required with basic auth: the CSRF key (same on every server replica)
 #   MLFLOW_STATE_DIR             folder for the generated basic_auth.ini (default ~/.config/gitsweep-mlflow)
 set -euo pipefail
 
@@ -65,6 +66,10 @@ args=(
 
 case $auth in
     basic)
+        [[ -n ${MLFLOW_FLASK_SERVER_SECRET_KEY:-} ]] \
+            || die "set MLFLOW_FLASK_SERVER_SECRET_KEY (CSRF key of the auth app, e.g. \$(openssl rand -hex 32))"
+        python -c "import flask_wtf" 2>/dev/null \
+            || die "basic auth needs mlflow[auth] (Flask-WTF): pip install 'mlflow[auth]>=3.17,<3.18'"
         mkdir -p "$state"
         chmod 700 "$state"
         # The auth app's settings (no secret inside: the admin password stays in the environment).

@@ -58,6 +58,7 @@ class SearchConfig:
     max_failures: int = 1  # retries of a raising trial from its last checkpoint
     seed: int = 0  # seeds the sampler
     space: dict[str, Any] = field(default_factory=dict)  # dotted key -> ParamSpace (validated below)
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()  # trials to run first (e.g. the gen_frac=0 baseline)
 
     def validate(self, prefix: str = "search") -> None:
         k = lambda name: join(prefix, name)  # noqa: E731
@@ -70,6 +71,9 @@ class SearchConfig:
         require(self.time_budget_s is None or self.time_budget_s > 0, k("time_budget_s"), "must be > 0")
         require(self.max_failures >= 0, k("max_failures"), "must be >= 0")
         require(self.scheduler != "asha" or len(self.metric) == 1, k("scheduler"), "asha needs a single metric")
+        for i, point in enumerate(self.points_to_evaluate):
+            require(set(point) <= set(self.space), k(f"points_to_evaluate[{i}]"),
+                    f"keys must be searched keys ({', '.join(self.space)})")
 
     def params(self) -> dict[str, ParamSpace]:
         return {key: from_dict(ParamSpace, spec, f"search.space.{key}") for key, spec in self.space.items()}
@@ -95,7 +99,7 @@ class TrackingConfig:
 class DebugConfig:
     """Failure injection for testing the sweep machinery (documented, not for experiments)."""
 
-    fail_at_epoch: int | None = None  # raise after reporting this epoch (1-based), on every attempt
+    fail_at_epoch: int | None = None  # raise after reporting each epoch >= this (1-based) but the last
     fail_mode: Literal["raise", "nan"] = "raise"  # nan: fail as a non-finite loss (never retried)
     fail_when: str | None = None  # only trials where 'dotted.key=value' holds (None: every trial)
 
@@ -214,6 +218,7 @@ def with_value(cfg: SweepConfig, key: str, value: Any) -> SweepConfig:
     """A copy of `cfg` with dotted `key` set to `value`, validated (used for every searched sample)."""
     data = to_dict(cfg)
     data["search"]["space"] = {}  # the sample is a point: validate it, not the space again
+    data["search"]["points_to_evaluate"] = []
     set_dotted(data, key, value)
     return from_dict(SweepConfig, data)
 
@@ -234,4 +239,8 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
             space.pop(key)  # a --set on a searched key pins it: it leaves the space
             pinned.append(key)
         set_dotted(data, key, value)
+    points = (data.get("search") or {}).get("points_to_evaluate")
+    if pinned and isinstance(points, list):  # pinned keys leave the warm-start points too
+        data["search"]["points_to_evaluate"] = [
+            {k: v for k, v in p.items() if k not in pinned} if isinstance(p, dict) else p for p in points]
     return from_dict(SweepConfig, data), pinned

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gitlib.configs import to_dict
 from gitlib.tracking import mlflow_runs as mr
 from sweeps import runner, trainables
 from sweeps.config import SweepConfig, load_config
@@ -29,7 +30,7 @@ def trial_table(cfg: SweepConfig, trials: list[Any]) -> pd.DataFrame:
         r = t.last_result or {}
         row: dict[str, Any] = {"trial_id": t.trial_id, "state": t.status}
         row.update({k: v for k, v in (t.config or {}).items()})
-        resolved = trainables.trial_config(_base(cfg), t.config or {})
+        resolved = trainables.trial_config(to_dict(cfg), t.config or {})
         row["classifier.augment"] = resolved.classifier.augment
         row["epochs_run"] = r.get("epoch")
         row.update({k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -37,14 +38,6 @@ def trial_table(cfg: SweepConfig, trials: list[Any]) -> pd.DataFrame:
         row["error"] = trial_error(t) if t.status == "ERROR" else ""
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _base(cfg: SweepConfig) -> dict[str, Any]:
-    from gitlib.configs import to_dict
-
-    base = to_dict(cfg)
-    base["search"]["space"] = {}
-    return base
 
 
 def _best(df: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
@@ -100,11 +93,11 @@ def importances(cfg: SweepConfig, df: pd.DataFrame) -> dict[str, Any]:
         return {"metric": metric, "importances": {}, "note": f"needs 2+ finished trials, have {len(done)}"}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for _, row in done.iterrows():
-        params = {k: _native(row[k]) for k in keys}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in keys},
-                                                  value=float(row[metric])))
     try:
+        for _, row in done.iterrows():
+            params = {k: _json(row[k]) for k in keys}  # pandas NaN back to the None a choice may be
+            study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in keys},
+                                                      value=float(row[metric])))
         values = optuna.importance.get_param_importances(study)
     except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same value
         return {"metric": metric, "importances": {}, "note": f"not computable: {exc}"}
@@ -171,7 +164,7 @@ def write_report(paths: runner.SweepPaths) -> Path:
     best = _best(df, metric, mode)
     summary: dict[str, Any] = {"sweep": cfg.name, "trials": len(df), "metric": metric, "mode": mode,
                                "best": None if best is None else {k: _json(v) for k, v in best.items()}}
-    searched = [k for k in cfg.search.space if k in df]
+    searched = [k for k in cfg.search.space if k in df and pd.to_numeric(df[k], errors="coerce").notna().all()]
     keys = SURFACE_KEYS if all(k in df for k in SURFACE_KEYS) else tuple(searched[:2])
     if len(keys) == 2:
         response_surface(df, keys, out / "response_surface.png")  # type: ignore[arg-type]

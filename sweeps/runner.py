@@ -84,14 +84,27 @@ def resolve_config(config: str, overrides: list[str], name: str | None, storage:
 # ---- Ray ------------------------------------------------------------------------------------------
 
 
+def quiet_logs() -> None:
+    """Progress comes from our callback's one line per result; silence the libraries' chatter."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for name in ("mlflow", "optuna", "alembic", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        pass
+
+
 def connect_ray(address: str | None) -> bool:
     """Connect to `address` / RAY_ADDRESS, else start a quiet local Ray on loopback. True if we started it."""
     import ray
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    quiet_logs()
     addr = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
     if addr:

@@ -91,6 +91,9 @@ def make_searcher(cfg: SweepConfig) -> LenientOptunaSearch:
         metric=metric if len(metric) > 1 else metric[0],
         mode=mode if len(mode) > 1 else mode[0],
         sampler=sampler(cfg),
+        # Pinned keys left the space, so they leave the points too; a point needs every searched key.
+        points_to_evaluate=[p for p in (dict(p) for p in cfg.search.points_to_evaluate)
+                            if set(p) == set(cfg.search.space)] or None,
     )
 
 

@@ -29,10 +29,17 @@ PLAIN_KEYS = ("lr", "epoch", "iteration")
 
 def trial_error(trial: Any) -> str:
     """The last line of a failed trial's traceback: the exception and its reason."""
-    path = getattr(trial, "error_file", None)
     text = ""
-    if path and Path(path).is_file():
-        text = Path(path).read_text(errors="replace")
+    for where in ("error_file", "path"):  # driver staging copy (needs Ray), then the storage copy
+        try:
+            path = getattr(trial, where, None)
+        except Exception:  # error_file needs a live Ray session; status / report run without one
+            continue
+        if path and where == "path":
+            path = Path(path, trial.run_metadata.error_filename or "error.txt")
+        if path and Path(path).is_file():
+            text = Path(path).read_text(errors="replace")
+            break
     text = text or str(getattr(trial, "error_msg", "") or "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "unknown error"
@@ -138,7 +145,8 @@ class SweepTracker:
         if checkpoint is None or trial_id in self._final:
             return False
         run_id = self.trial_run(trial_id, config)
-        if mr.FINAL_TAG in self.client.get_run(run_id).data.tags:
+        run = self.client.get_run(run_id)
+        if mr.FINAL_TAG in run.data.tags:
             self._final.add(trial_id)
             return False
         with checkpoint.as_directory() as d:
@@ -147,7 +155,9 @@ class SweepTracker:
                 return False
             final = json.loads((folder / trainables.FINAL).read_text())
             step = int(final.get("epoch") or final.get("iteration") or 0)
-            mr.log_metrics(self.client, run_id, {k: v for k, v in final.items() if "/" in k}, step=step)
+            # Normally the last result already carried these; log only what a killed driver missed.
+            missing = {k: v for k, v in final.items() if "/" in k and k not in run.data.metrics}
+            mr.log_metrics(self.client, run_id, missing, step=step)
             if (folder / trainables.PER_CLASS).is_file():
                 import pyarrow.parquet as pq
 

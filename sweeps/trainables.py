@@ -41,7 +41,8 @@ class NonRetryable(RuntimeError):
 
 def trial_config(base: dict[str, Any], sample: dict[str, Any]) -> SweepConfig:
     """The resolved config of one trial: `base` with every sampled dotted key applied and validated."""
-    cfg = from_dict(SweepConfig, base)
+    search = {**base["search"], "space": {}, "points_to_evaluate": []}  # a point: no space to validate
+    cfg = from_dict(SweepConfig, {**base, "search": search})
     for key, value in sorted(sample.items()):
         cfg = with_value(cfg, key, value)
     return cfg
@@ -250,7 +251,6 @@ def trainable_for(cfg: SweepConfig) -> Any:
 
     fn = TRAINABLES[cfg.trial]
     base = to_dict(cfg)
-    base["search"]["space"] = {}  # the trial sees a point, not the space
     bound = tune.with_parameters(fn, base=base)
     res: dict[str, float] = {"cpu": cfg.resources.cpu}
     if cfg.resources.gpu > 0:

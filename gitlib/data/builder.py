@@ -25,7 +25,7 @@ from gitlib.data.spec import DatasetSpec
 from gitlib.errors import DataError
 
 SPLITS = ("train", "val", "test", "test_t")
-CHUNK = 8192  # images per nuisance call: bounds peak memory on large sets, same draws every time
+CHUNK = 2048  # images per nuisance call: cache-sized, bounds peak memory; fixed, so the same draws every time
 
 
 @dataclass
@@ -63,6 +63,15 @@ def _by_class(labels: np.ndarray, num_classes: int, rng: np.random.Generator) ->
     return [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
 
 
+def check_buildable(source: SourceArrays, name: str) -> None:
+    """Every class needs a base image and a validation image: fail before anything is written."""
+    sizes = np.bincount(source.train_y.numpy(), minlength=source.num_classes)
+    small = np.flatnonzero(sizes < 2)
+    if len(small):
+        c = int(small[0])
+        raise DataError(name, f"class {c} has {sizes[c]} training image(s); every class needs at least 2")
+
+
 def split_train_pool(
     labels: np.ndarray, num_classes: int, val_fraction: float, rng: np.random.Generator, source: str
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -71,7 +80,7 @@ def split_train_pool(
     bases, vals = [], []
     for c, rows in enumerate(_by_class(labels, num_classes, rng)):
         if len(rows) < 2:
-            raise DataError(source, f"class {c} has {len(rows)} training image(s); need at least 2")
+            raise DataError(source, f"class {c} has {len(rows)} training image(s); every class needs at least 2")
         n_val = min(max(round(len(rows) * val_fraction), 1), len(rows) - 1)
         vals.append(rows[:n_val])
         bases.append(rows[n_val:])

@@ -28,13 +28,6 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def like(result: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """Float result in [0, 1] back to `original`'s dtype (uint8: round + clamp)."""
-    if original.dtype == torch.uint8:
-        return (result * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return result.clamp(0.0, 1.0).to(original.dtype)
-
-
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     gen_device = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64)
@@ -90,7 +83,7 @@ def get_nuisance(name: str, **opts: Any) -> Nuisance:
         raise ConfigError("nuisance", f"unknown nuisance {name!r} (known: {', '.join(nuisance_names())})")
     try:
         return _REGISTRY[name](**opts)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError("nuisance", f"bad options for {name!r}: {exc}") from None
 
 
@@ -120,6 +113,8 @@ class Rotation(Nuisance):
     name = "rotation"
 
     def __init__(self, degrees: float = 180.0) -> None:
+        if not 0.0 <= degrees <= 180.0:
+            raise ValueError(f"degrees must be in [0, 180], got {degrees}")
         self.degrees = float(degrees)
 
     def options(self) -> dict[str, Any]:
@@ -135,21 +130,23 @@ class Rotation(Nuisance):
 
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """Rotate each image (N, C, H, W) by its own angle in degrees (N,), counter-clockwise as displayed."""
-    x = to_float(images)  # (N, C, H, W)
+    # uint8 is resampled on its 0..255 scale (no divide and multiply by 255), float as given.
+    x = images.float()  # (N, C, H, W)
     n, _, h, w = x.shape
     a = degrees.to(device=x.device, dtype=torch.float64) * (math.pi / 180.0)
-    cos, sin = torch.cos(a), torch.sin(a)
-    # affine_grid maps output -> input coordinates in [-1, 1]; with y pointing down, the inverse of a
-    # displayed counter-clockwise turn is [[cos, -sin], [sin, cos]]. The aspect terms keep non-square
-    # images undistorted.
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64, device=x.device)
-    theta[:, 0, 0] = cos
-    theta[:, 0, 1] = -sin * h / w
-    theta[:, 1, 0] = sin * w / h
-    theta[:, 1, 1] = cos
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    cos = torch.cos(a).to(x.dtype).view(n, 1, 1)
+    sin = torch.sin(a).to(x.dtype).view(n, 1, 1)
+    # The sampling grid maps output -> input coordinates in [-1, 1] (pixel centres, align_corners
+    # False); with y pointing down, the inverse of a displayed counter-clockwise turn is
+    # [[cos, -sin], [sin, cos]], the h / w factors keeping non-square images undistorted. Built by
+    # broadcasting: affine_grid's batched matmul is several times slower on CPU.
+    ys = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1).view(1, h, 1)
+    xs = ((torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1).view(1, 1, w)
+    grid = torch.stack([cos * xs - (sin * (h / w)) * ys, (sin * (w / h)) * xs + cos * ys], dim=-1)  # (N, H, W, 2)
     out = F.grid_sample(x, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
-    return like(out, images)
+    if images.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.clamp_(0.0, 1.0).to(images.dtype)
 
 
 def principal_angle(images: torch.Tensor) -> torch.Tensor:
@@ -178,6 +175,8 @@ class Background(Nuisance):
     name = "background"
 
     def __init__(self, levels: int = 100, ink_threshold: float = 0.5) -> None:
+        if not 1 <= levels <= 256:
+            raise ValueError(f"levels must be in [1, 256] (uint8 images), got {levels}")
         self.levels = int(levels)
         self.ink_threshold = float(ink_threshold)
 
@@ -221,6 +220,8 @@ class Dilation(Nuisance):
         erode_sizes: tuple[int, int] = (1, 2),
         ink_threshold: float = 0.5,
     ) -> None:
+        if not 0.0 <= p_dilate <= 1.0 or min(*dilate_sizes, *erode_sizes) < 1:
+            raise ValueError("p_dilate must be in [0, 1] and kernel sizes >= 1")
         self.p_dilate = float(p_dilate)
         self.dilate_sizes = (int(dilate_sizes[0]), int(dilate_sizes[1]))
         self.erode_sizes = (int(erode_sizes[0]), int(erode_sizes[1]))
@@ -242,24 +243,38 @@ class Dilation(Nuisance):
         return (to_float(images).mean(dim=1) > self.ink_threshold).flatten(1).sum(dim=1).float()
 
 
-def _max_filter(x: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k max over each window, same size out; -inf padding so the border is neutral."""
-    before, after = k // 2, k - 1 - k // 2
-    padded = F.pad(x, (before, after, before, after), value=float("-inf"))
-    return F.max_pool2d(padded, kernel_size=k, stride=1)
+def _extreme_filter(x: torch.Tensor, k: int, dilate: bool) -> torch.Tensor:
+    """k x k max (dilate) or min (erode) over each window, same size out, in x's own dtype. Separable:
+    a row pass then a column pass of k - 1 elementwise max / min each, much faster on CPU than
+    max_pool2d with stride 1. Outside the image is padded with the neutral value (ignored)."""
+    if x.dtype.is_floating_point:
+        neutral = float("-inf") if dilate else float("inf")
+    else:
+        info = torch.iinfo(x.dtype)
+        neutral = info.min if dilate else info.max
+    op = torch.maximum if dilate else torch.minimum
+    h, w = x.shape[-2:]
+    before, after = k // 2, k - 1 - k // 2  # OpenCV's anchor for even kernels
+    padded = F.pad(x, (before, after, before, after), value=neutral)
+    rows = padded[..., 0:w].clone()
+    for i in range(1, k):
+        op(rows, padded[..., i : i + w], out=rows)
+    out = rows[..., 0:h, :].clone()
+    for i in range(1, k):
+        op(out, rows[..., i : i + h, :], out=out)
+    return out
 
 
 def morph(images: torch.Tensor, dilate: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Per image: dilation (dilate True) or erosion by a square kernel of that size. Batched by grouping
-    the images that share (operation, size): at most a handful of max_pool2d calls."""
-    x = to_float(images)  # (N, C, H, W)
-    out = x.clone()
+    the images that share (operation, size): at most a handful of filter calls. Works in the input's
+    dtype: max / min of uint8 values is exact, so no conversion is needed."""
+    out = images.clone()
     keys = dilate.long() * 1000 + kernel.long()
     for key in torch.unique(keys).tolist():
-        idx = (keys == key).nonzero(as_tuple=True)[0]
         is_dilate, k = key >= 1000, key % 1000
         if k <= 1:
             continue  # a 1 x 1 window changes nothing
-        sub = x.index_select(0, idx)
-        out[idx] = _max_filter(sub, k) if is_dilate else -_max_filter(-sub, k)
-    return like(out, images)
+        idx = (keys == key).nonzero(as_tuple=True)[0]
+        out[idx] = _extreme_filter(images.index_select(0, idx), k, is_dilate)
+    return out

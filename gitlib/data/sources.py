@@ -126,7 +126,7 @@ def _read_npz(path: Path) -> np.ndarray:
 
 
 def _load_k49(root: Path) -> SourceArrays:
-    parts = []
+    parts: list[torch.Tensor] = []  # train_x, train_y, test_x, test_y
     for split in ("train", "test"):
         img_path, lab_path = root / f"k49-{split}-imgs.npz", root / f"k49-{split}-labels.npz"
         imgs = _read_npz(img_path)
@@ -134,7 +134,7 @@ def _load_k49(root: Path) -> SourceArrays:
             raise DataError(str(img_path), f"expected uint8 images (N, H, W), got {imgs.dtype} {imgs.shape}")
         labels = _check_labels(lab_path, _read_npz(lab_path), len(imgs), NUM_CLASSES["k49"])
         parts += [torch.from_numpy(imgs).unsqueeze(1), labels]
-    return SourceArrays(*parts, num_classes=NUM_CLASSES["k49"], native_size=NATIVE_SIZE["k49"])
+    return SourceArrays(parts[0], parts[1], parts[2], parts[3], NUM_CLASSES["k49"], NATIVE_SIZE["k49"])
 
 
 def _check_idx(path: Path, ndim: int) -> int:
@@ -159,19 +159,19 @@ def _load_mnist(name: str, root: Path) -> SourceArrays:
 
     cls = {"mnist": datasets.MNIST, "kmnist": datasets.KMNIST, "fashion-mnist": datasets.FashionMNIST}[name]
     raw = root / MNIST_FOLDERS[name] / "raw"
-    parts: list[torch.Tensor] = []
+    parts: list[torch.Tensor] = []  # train_x, train_y, test_x, test_y
     for train, prefix in ((True, "train"), (False, "t10k")):
         img_path, lab_path = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
-        n_images = _check_idx(img_path, 3)
-        if _check_idx(lab_path, 1) != n_images:
-            raise DataError(str(lab_path), f"{_check_idx(lab_path, 1)} labels for {n_images} images in {img_path.name}")
+        n_images, n_labels = _check_idx(img_path, 3), _check_idx(lab_path, 1)
+        if n_labels != n_images:
+            raise DataError(str(lab_path), f"{n_labels} labels for {n_images} images in {img_path.name}")
         try:
             ds = cls(str(root), train=train, download=False)
         except Exception as exc:  # torchvision raises RuntimeError / AssertionError on bad files
             raise DataError(str(raw), f"torchvision {cls.__name__} could not read it: {exc}") from None
         labels = _check_labels(lab_path, ds.targets.numpy(), len(ds.data), NUM_CLASSES[name])
         parts += [ds.data.unsqueeze(1).contiguous(), labels]
-    return SourceArrays(*parts, num_classes=NUM_CLASSES[name], native_size=NATIVE_SIZE[name])
+    return SourceArrays(parts[0], parts[1], parts[2], parts[3], NUM_CLASSES[name], NATIVE_SIZE[name])
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:

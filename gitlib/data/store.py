@@ -2,7 +2,8 @@
 
 Folder `<storage>/datasets/<digest>/`, digest = sha256 of the spec (sorted JSON) and BUILDER_VERSION,
 holding `train.parquet`, `val.parquet`, `test.parquet`, `test_t.parquet` (columns: image as
-fixed-size uint8 bytes, label, split, source_index, nuisance_<param>...) and `manifest.json`
+fixed-size uint8 bytes (C*H*W, row-major), label, split, source_index, nuisance_<param>..., and
+`copy` in test_t) and `manifest.json`
 (spec, shape, class counts per split, sizes). A build happens in a temporary sibling folder, under a
 file lock, and is renamed into place at the end, so concurrent builders of one spec leave exactly one
 complete copy and readers never see a half-written one.
@@ -26,7 +27,7 @@ import torch
 from filelock import FileLock
 
 from gitlib.configs import from_dict, to_dict
-from gitlib.data.builder import SPLITS, Split, build_splits
+from gitlib.data.builder import SPLITS, Split, build_splits, check_buildable
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.profiles import class_order
 from gitlib.data.sources import SourceArrays, load_source
@@ -61,7 +62,8 @@ def split_table(name: str, split: Split) -> pa.Table:
         "source_index": pa.array(split.source_index.numpy().astype(np.int64)),
     }
     for key, value in split.params.items():
-        columns[f"nuisance_{key}"] = pa.array(value.cpu().numpy())
+        # "copy" (which transformed copy of a test image) is bookkeeping, not a nuisance draw
+        columns[key if key == "copy" else f"nuisance_{key}"] = pa.array(value.cpu().numpy())
     return pa.table(columns)
 
 
@@ -131,8 +133,8 @@ def load_built(path: Path) -> BuiltDataset:
     """A stored build from its folder (the spec comes from its manifest)."""
     path = Path(path)
     manifest = read_manifest(path)
-    shape = tuple(manifest["shape"])
-    arrays = {name: read_images(path / manifest["files"][name], shape) for name in SPLITS}  # type: ignore[arg-type]
+    c, h, w = manifest["shape"]
+    arrays = {name: read_images(path / manifest["files"][name], (c, h, w)) for name in SPLITS}
     splits = {name: Split(x, y, torch.empty(0)) for name, (x, y) in arrays.items()}
     spec = from_dict(DatasetSpec, manifest["spec"], "dataset")
     return _to_built(spec, int(manifest["num_classes"]), splits, manifest["digest"], path)
@@ -145,6 +147,7 @@ def ensure_built(spec: DatasetSpec, storage_root: Path) -> tuple[BuiltDataset, b
         return load_built(final), False
     # Read (and so validate) the source before anything is written: bad input leaves no trace.
     source: SourceArrays = load_source(spec.source, spec.root, spec.image_size)
+    check_buildable(source, spec.source)
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final.parent / f"{final.name}.lock")):
         if (final / MANIFEST).is_file():  # another process built it while we waited

@@ -48,6 +48,9 @@ class NormedLinear(nn.Module):
 class CifarResNet(nn.Module):
     """Stem conv, three stages of `blocks` basic blocks (strides 1, 2, 2), global average pool, head."""
 
+    mean: torch.Tensor  # (1, C, 1, 1) buffer
+    std: torch.Tensor  # (1, C, 1, 1) buffer
+
     def __init__(self, blocks: int, widths: Sequence[int], in_channels: int, num_classes: int,
                  normed_head: bool = False, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None) -> None:

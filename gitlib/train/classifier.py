@@ -4,10 +4,11 @@ The whole training set sits on the device as uint8; an epoch is a list of index 
 sampler; oracle / GIT augmentation and crop + flip run batched on the device. With augmentation on, each
 batch holds (1 - gen_frac) real images and gen_frac augmented ones, the latter a second draw from the
 same sampler passed through the augmenter; the number of steps per epoch stays ceil(N / batch_size), so
-augmentation changes what a step sees, not how many steps there are. With a class-size threshold, a
-generated slot that is not kept holds its image unaugmented (the batch size and class mix stay those of
-the sampler). Every random draw comes from one seeded torch.Generator whose state is checkpointed, so
-a run restored from an epoch checkpoint ends with exactly the weights of an uninterrupted one.
+augmentation changes what a step sees, not how many steps there are. The oracle is on from epoch 0,
+GIT from the epoch after the first lr drop (cfg.resolved_augment_start; git_start_epoch overrides both).
+With a class-size threshold, a generated slot that is not kept holds its image unaugmented (the batch
+size and class mix stay those of the sampler). Every random draw comes from one seeded torch.Generator
+whose state is checkpointed, so a run restored from an epoch checkpoint ends with exactly the weights of an uninterrupted one.
 """
 
 from __future__ import annotations

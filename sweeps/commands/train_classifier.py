@@ -28,11 +28,12 @@ if TYPE_CHECKING:  # torch loads only once the config is known to be valid (bad 
 
 
 def load_augmenter(kind: str, data: BuiltDataset, device: torch.device, generator_checkpoint: Path | None,
-                   cfg: SweepConfig | None = None, seed: int = 0) -> Augmenter | None:
+                   cfg: SweepConfig | None = None) -> Augmenter | None:
     """The augmenter for `classifier.augment == kind`.
 
     none -> None; oracle -> the data set's true nuisance; git -> the MUNIT generator read from
-    `generator_checkpoint`, or, without one, trained here with `cfg.generator` (gitlib.train.generator).
+    `generator_checkpoint`, or, without one, the shared generator for (data, cfg.generator) from the
+    generator store under the storage folder (trained there first if absent, as a sweep trial does).
     """
     if kind == "none":
         return None
@@ -42,18 +43,17 @@ def load_augmenter(kind: str, data: BuiltDataset, device: torch.device, generato
         from gitlib.train.augment import nuisance_augmenter
 
         return nuisance_augmenter(data.spec)
-    if generator_checkpoint is not None:
-        from gitlib.models.munit import load_generator
+    from gitlib.models.munit import load_generator
 
+    if generator_checkpoint is not None:
         return load_generator(generator_checkpoint, device)
     if cfg is None or importlib.util.find_spec("gitlib.train.generator") is None:
         raise UserError("classifier.augment=git needs a trained generator: pass a generator checkpoint")
-    from gitlib.train.generator import GeneratorTrainer
+    from sweeps.generator_store import get_generator
 
-    print(f"training a generator for augment=git ({cfg.generator.iterations} iterations)...", flush=True)
-    trainer = GeneratorTrainer(cfg.generator, data, seed, device)
-    trainer.train(cfg.generator.iterations)
-    return trainer.model
+    entry = get_generator(cfg.generator, data, cfg.storage_path, device)
+    print(f"generator {entry.digest} from {entry.folder}", flush=True)
+    return load_generator(entry.model_path, device)
 
 
 def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -77,8 +77,7 @@ def main(args: argparse.Namespace) -> int:
     run_dir = cfg.storage_path / "runs" / f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
     data = get_dataset(cfg.dataset, cfg.storage_path)
     gen_path = getattr(args, "generator", None)
-    augmenter = load_augmenter(cfg.classifier.augment, data, device, Path(gen_path) if gen_path else None,
-                               cfg, cfg.seed)
+    augmenter = load_augmenter(cfg.classifier.augment, data, device, Path(gen_path) if gen_path else None, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     c = cfg.classifier

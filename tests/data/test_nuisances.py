@@ -29,6 +29,11 @@ def test_registry_has_the_spec_nuisances() -> None:
     assert nuisance_names() == ["background", "dilation", "none", "rotation"]
     with pytest.raises(ConfigError, match="unknown nuisance 'blur'"):
         get_nuisance("blur")
+    # options are checked where the nuisance is made
+    with pytest.raises(ConfigError, match="levels"):
+        get_nuisance("background", levels=300)
+    with pytest.raises(ConfigError, match="bad options"):
+        get_nuisance("rotation", angle=3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -72,6 +77,20 @@ def test_rotation_matches_torchvision_at_right_angles() -> None:
     # 90 degrees is counter-clockwise as displayed, like torchvision's rotate and torch.rot90
     r = rotate(x, torch.full((4,), 90.0))
     assert torch.equal(r, tv_rotate(x, 90.0)) and torch.equal(r, torch.rot90(x, 1, dims=(2, 3)))
+
+
+def test_rotation_equals_affine_grid_bicubic() -> None:
+    x = torch.rand(6, 2, 12, 16)  # non-square, two channels
+    angles = torch.tensor([-170.0, -33.3, 0.5, 45.0, 90.0, 179.0])
+    a = torch.deg2rad(angles)
+    aspect = 12 / 16
+    theta = torch.zeros(6, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a), -torch.sin(a) * aspect
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a) / aspect, torch.cos(a)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    ref = torch.nn.functional.grid_sample(x, grid, mode="bicubic", align_corners=False).clamp(0, 1)
+    # the broadcast-built grid is affine_grid's, and the result is bicubic grid_sample clamped to [0, 1]
+    assert torch.allclose(rotate(x, angles), ref, atol=1e-5)
 
 
 def test_rotation_angles_and_measure() -> None:

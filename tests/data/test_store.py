@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from source_files import write_k49
 
 from gitlib.configs import to_dict
 from gitlib.data.profiles import class_counts
@@ -69,6 +70,10 @@ def test_parquet_columns_cycling_and_disjoint_pools(built: tuple) -> None:
     assert manifest["digest"] == spec_digest(SPEC) == data.path.name
     assert manifest["class_counts"]["train"] == data.class_counts.tolist()
     assert manifest["spec"]["instance"] == 2 and manifest["sizes"]["test_t"] == 600
+    test_t = pq.read_table(data.path / "test_t.parquet").to_pandas()
+    # transformed test copies say which copy of which test row they are
+    assert test_t["copy"].tolist() == [0] * 300 + [1] * 300
+    assert np.array_equal(test_t["source_index"].to_numpy()[:300], test_t["source_index"].to_numpy()[300:])
 
 
 def test_reload_is_identical_and_not_rewritten(built: tuple) -> None:
@@ -114,6 +119,15 @@ def test_bad_source_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(DataError):
         get_dataset(spec, storage)
     # input is checked before the store is touched
+    assert not storage.exists()
+    root = tmp_path / "k49"
+    write_k49(root, per_class=3)
+    labels = np.repeat(np.arange(49, dtype=np.uint8), 3)
+    labels[labels == 7] = 8  # class 7 loses all its training images
+    np.savez(root / "k49-train-labels.npz", labels)
+    with pytest.raises(DataError, match="class 7 has 0 training image"):
+        get_dataset(replace(spec, root=str(root)), storage)
+    # a class too small to split is found before anything is written
     assert not storage.exists()
 
 

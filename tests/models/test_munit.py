@@ -36,7 +36,7 @@ def test_shapes_round_trip(preset: str, channels: int, size: int, overrides: dic
     assert content.shape == (2, cfg.dim * 2**cfg.n_downsample, side, side)
     assert style.shape == (2, cfg.style_dim)
     assert y.shape == x.shape  # every size round-trips
-    assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0  # output mapped to [0, 1]
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0  # output mapped to [0, 1]
     assert len(scores) == cfg.dis_scales
     assert all(s.shape[:2] == (2, 1) and s.shape[-1] >= 1 for s in scores)
     assert all(torch.isfinite(s).all() for s in [y, *scores])
@@ -78,7 +78,7 @@ def test_sample_is_the_augmenter_contract() -> None:
     b = model.sample(x, make_generator(3, CPU))
     c = model.sample(x, make_generator(4, CPU))
     assert a.shape == x.shape and a.dtype == x.dtype  # same shape and dtype as the input
-    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert torch.equal(a, b)  # the generator's seed fixes the styles
     assert not torch.equal(a, c)  # and a different seed gives different styles
     assert model.training  # sample runs in eval mode and restores the caller's mode

@@ -6,6 +6,7 @@ Ray state leaks between tests; the process group is killed if a test fails half-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,15 +89,11 @@ def alive(pid: int) -> bool:
 def kill_tree(proc: subprocess.Popen) -> list[int]:
     """SIGKILL the process group and every descendant (Ray's gcs, raylet and workers included)."""
     pids = [proc.pid, *descendants(proc.pid)]
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait(timeout=30)
     return pids
 

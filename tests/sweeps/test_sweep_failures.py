@@ -12,6 +12,7 @@ from conftest import artifacts, metric_history, mlflow_runs, run_cli, tiny_confi
 def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:
     cfg = tiny_config(
         "fails",
+        classifier={"epochs": 4},
         search={"num_samples": 4, "max_concurrent": 2, "sampler": "grid", "max_failures": 1,
                 "space": {"debug.fail_at_epoch": {"type": "categorical", "choices": [None, 2]},
                           "debug.fail_mode": {"type": "categorical", "choices": ["raise", "nan"]}}},
@@ -31,7 +32,7 @@ def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:
     assert "config.yaml" in artifacts(storage, parents[0])
     assert "mlflow.source.git.commit" in parents[0].data.tags  # provenance recorded
     assert len(trials) == 4  # one run per trial: retries did not create twins
-    assert all(r.data.tags[ "mlflow.parentRunId"] == parents[0].info.run_id for r in trials + gens)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials + gens)
     assert not [r for r in runs if r.info.status == "RUNNING"]  # nothing left running
 
     finished = [r for r in trials if r.info.status == "FINISHED"]
@@ -42,13 +43,14 @@ def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:
         for key in ("test/acc", "test/balanced_acc", "test/many_acc", "test/medium_acc", "test/few_acc",
                     "ekld/mean", "ekld/head", "ekld/tail", "ekld/size_spearman"):
             assert key in r.data.metrics, key  # every final metric of the MLflow layout is there
-        assert len(metric_history(storage, r, "val/balanced_acc")) == 3  # one point per epoch
-        assert r.data.params["classifier.epochs"] == "3"  # params: the flattened resolved config
+        assert len(metric_history(storage, r, "val/balanced_acc")) == 4  # one point per epoch
+        assert r.data.params["classifier.epochs"] == "4"  # params: the flattened resolved config
 
     raised = failed["raise"]
     assert "InjectedFailure" in raised.data.tags["gitsweep.error"]  # the reason is visible in MLflow
-    # Retried from its checkpoint: the retry started at epoch 2 (where the first attempt stopped), not 0.
-    assert 2.0 in metric_history(storage, raised, "trial/start_epoch")
+    # Retried from its checkpoint: the retry started at epoch 2 (where the first attempt stopped), not 0,
+    # failed again after epoch 3, and with max_failures=1 the trial then ended as failed.
+    assert metric_history(storage, raised, "trial/start_epoch") == [0.0, 0.0, 2.0]
     assert max(metric_history(storage, raised, "epoch")) == 3
     nan = failed["nan"]
     assert "TrainingDiverged" in nan.data.tags["gitsweep.error"]

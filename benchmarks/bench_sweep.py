@@ -1,0 +1,90 @@
+"""Sweep overhead: 4 short classifier trials at concurrency 2 (Ray Tune + Optuna + MLflow callback)
+against the same 4 trainings back to back in this process, one thread each.
+
+Ideal parallel time is sequential / 2 (two trials at once on two cores); the printed ratio
+sweep / (sequential / 2) is the cost of the machinery (worker start-up, checkpoints, reporting,
+MLflow writes); target <= 1.15. Ray start-up is excluded: a sweep pays it once, not per trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+TRIALS = 4
+CONCURRENCY = 2
+SEEDS = list(range(TRIALS))
+
+
+def _config(storage: Path):  # -> SweepConfig
+    from sweeps.config import load_config
+
+    overrides = [
+        "name=bench", f"storage={storage}",
+        "dataset.imbalance_ratio=10", "dataset.max_per_class=300", "dataset.test_per_class=40",
+        "classifier.augment=none", "classifier.epochs=8", "classifier.batch_size=64", "classifier.warmup_epochs=1",
+        "classifier.milestones=[5, 7]", "classifier.lr_factors=[0.1, 0.01]", "classifier.ekld_samples=10",
+        "classifier.ekld_per_class=20",
+        f"search.num_samples={TRIALS}", f"search.max_concurrent={CONCURRENCY}", "search.sampler=grid",
+        "search.points_to_evaluate=[]",
+        "search.space={seed: {type: categorical, choices: %s}}" % SEEDS,
+        "resources.cpu=1",
+    ]
+    cfg, _ = load_config("demo", overrides)
+    return cfg
+
+
+def sequential(cfg) -> float:  # one process, one thread, the trainings back to back
+    import torch
+
+    from gitlib.data.store import get_dataset
+    from gitlib.train.classifier import ClassifierTrainer
+
+    torch.set_num_threads(1)
+    data = get_dataset(cfg.dataset, cfg.storage_path)
+    start = time.perf_counter()
+    for seed in SEEDS:
+        trainer = ClassifierTrainer(cfg.classifier, data, seed, torch.device("cpu"))
+        while trainer.epoch < cfg.classifier.epochs:
+            trainer.run_epoch()
+        trainer.final_metrics()
+    return time.perf_counter() - start
+
+
+def sweep(cfg) -> float:
+    import ray
+
+    from sweeps import runner
+
+    os.environ["GITSWEEP_NUM_CPUS"] = str(CONCURRENCY)
+    runner.connect_ray(None)
+    try:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # the per-result progress lines
+            code = runner.start(cfg)
+        elapsed = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    if code != 0:
+        raise RuntimeError(f"benchmark sweep failed (exit {code})")
+    return elapsed
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="gitsweep-bench-") as tmp:
+        cfg = _config(Path(tmp))
+        seq = sequential(cfg)  # also builds the data set, so the sweep's trials only read it
+        par = sweep(replace(cfg, name="bench-sweep"))
+    ideal = seq / CONCURRENCY
+    print(f"sequential: {TRIALS} trainings back to back, 1 thread: {seq:.1f} s")
+    print(f"sweep: {TRIALS} trials at concurrency {CONCURRENCY}: {par:.1f} s (ideal {ideal:.1f} s)")
+    print(f"ratio sweep / (sequential / {CONCURRENCY}): {par / ideal:.2f} (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Kill a running sweep with SIGKILL (driver, gcs, raylet, workers), then `gitsweep resume` it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import (
+    GITSWEEP,
+    alive,
+    cli_env,
+    kill_tree,
+    metric_history,
+    mlflow_runs,
+    run_cli,
+    tiny_config,
+    write_config,
+)
+
+
+def _checkpointed_epochs(tune_dir: Path) -> list[int]:
+    """Epochs of every checkpoint the trials have reported so far."""
+    out = []
+    for meta in tune_dir.glob("trial_*/checkpoint_*/meta.json"):
+        try:
+            out.append(int(json.loads(meta.read_text())["epoch"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
+def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
+    n = 3
+    cfg = tiny_config(
+        "killed",
+        classifier={"epochs": 8},
+        search={"num_samples": n, "max_concurrent": 2, "sampler": "grid", "max_failures": 1,
+                "space": {"seed": {"type": "categorical", "choices": [0, 1, 2]}}},
+    )
+    path = write_config(tmp_path / "killed.yaml", cfg)
+    proc = subprocess.Popen([*GITSWEEP, "run", str(path), "--storage", str(storage)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=cli_env(), start_new_session=True)
+    tune_dir = storage / "sweeps" / "killed" / "tune"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and max(_checkpointed_epochs(tune_dir), default=0) < 2:
+            assert proc.poll() is None, proc.communicate()[0]  # the sweep must still be running
+            time.sleep(0.5)
+        assert max(_checkpointed_epochs(tune_dir), default=0) >= 2, "no trial checkpointed in time"
+    finally:
+        killed = kill_tree(proc)
+    time.sleep(2)
+    assert not [p for p in killed if alive(p)]  # driver, Ray's gcs / raylet / workers are all gone
+
+    res = run_cli(["resume", "killed", "--storage", str(storage)], timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr  # every trial finished after the resume
+
+    runs = mlflow_runs(storage, "killed")
+    trials = [r for r in runs if r.data.tags.get("gitsweep.role") == "classifier"]
+    assert len(trials) == n  # one run per trial: the resumed trials continued their own runs
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # the killed driver left nothing running
+    assert sorted(r.data.tags["gitsweep.trial_id"] for r in trials) == sorted(
+        {r.data.tags["gitsweep.trial_id"] for r in trials})
+    parent = [r for r in runs if r.data.tags.get("gitsweep.role") == "sweep"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"  # same parent run, reopened and closed
+
+    # An interrupted trial continued from its last checkpoint instead of starting over.
+    starts = [max(metric_history(storage, r, "trial/start_epoch")) for r in trials]
+    assert max(starts) >= 1, starts
+    for r in trials:
+        assert max(metric_history(storage, r, "epoch")) == 8
+        assert "test/balanced_acc" in r.data.metrics
+
+    # The shared generator was completed exactly once, whatever the kill interrupted.
+    folders = list((storage / "generators").iterdir())
+    assert len(folders) == 1
+    events = [json.loads(x) for x in (folders[0] / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "finished" for e in events) == 1
