@@ -24,6 +24,9 @@
 #   MLFLOW_AUTH_ADMIN_USERNAME   (admin) and MLFLOW_AUTH_ADMIN_PASSWORD: the admin user the auth app
 #                                creates on first start (required then; ignored once it exists)
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  required with basic auth: the CSRF key (same on every server replica)
+#   MLFLOW_AUTH_CACHE_TTL_S      seconds a verified password stays cached per worker (default 60; 0 = off).
+#                                A sweep makes many requests; without the cache each one pays the password
+#                                hash. A changed or deleted password keeps working on other workers until then.
 #   MLFLOW_STATE_DIR             folder for the generated basic_auth.ini (default ~/.config/gitsweep-mlflow)
 set -euo pipefail
 
@@ -79,6 +82,7 @@ default_permission = READ
 database_uri = postgresql+psycopg2://$db_user@$db_host:$db_port/$auth_db
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_S:-60}
 EOF
         export MLFLOW_AUTH_CONFIG_PATH=$state/basic_auth.ini
         args+=(--app-name basic-auth)

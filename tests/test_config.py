@@ -33,10 +33,24 @@ def write_k49(root: Path, per_class: int = 3) -> None:
         np.savez(root / f"k49-{split}-labels.npz", labels)
 
 
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "GITSWEEP_HOME": str(home), "OMP_NUM_THREADS": "1"}
+
+
 def gitsweep(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GITSWEEP_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True, env=_env(home),
                           timeout=120, check=False)
+
+
+def gitsweep_parallel(calls: list[tuple[list[str], Path]]) -> list[subprocess.CompletedProcess[str]]:
+    """Several CLI runs at once: each pays the torch import, so overlapping them saves wall time."""
+    procs = [subprocess.Popen([sys.executable, "-m", "sweeps", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env(home)) for args, home in calls]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
 
 
 def assert_bad_input(result: subprocess.CompletedProcess[str], home: Path, *names: str) -> None:
@@ -96,19 +110,21 @@ def test_missing_root_and_files(tmp_path: Path) -> None:
 
 
 def test_mismatched_and_corrupt_files(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    root = tmp_path / "k49"
-    write_k49(root)
-    config = write_yaml(tmp_path / "c.yaml", K49_YAML.format(root=root))
-    labels = root / "k49-train-labels.npz"
+    roots = [tmp_path / "k49-mismatched", tmp_path / "k49-corrupt"]
+    homes = [tmp_path / "home-mismatched", tmp_path / "home-corrupt"]
+    configs = []
+    for root in roots:
+        write_k49(root)
+        configs.append(write_yaml(tmp_path / f"{root.name}.yaml", K49_YAML.format(root=root)))
+    labels = roots[0] / "k49-train-labels.npz"
     np.savez(labels, np.zeros(100, np.uint8))
-    # labels length differs from images length
-    assert_bad_input(gitsweep(["data", "build", str(config)], home), home, str(labels), "100 labels for 147 images")
-    images = root / "k49-train-imgs.npz"
-    write_k49(root)
+    images = roots[1] / "k49-train-imgs.npz"
     images.write_bytes(images.read_bytes()[:200])
+    mismatched, corrupt = gitsweep_parallel([(["data", "build", str(c)], h) for c, h in zip(configs, homes, strict=True)])
+    # labels length differs from images length
+    assert_bad_input(mismatched, homes[0], str(labels), "100 labels for 147 images")
     # a truncated (corrupt) npz
-    assert_bad_input(gitsweep(["data", "build", str(config)], home), home, str(images), "unreadable")
+    assert_bad_input(corrupt, homes[1], str(images), "unreadable")
 
 
 def test_build_prints_class_table(tmp_path: Path) -> None:

@@ -50,21 +50,46 @@ def dataset_dir(spec: DatasetSpec, storage_root: Path) -> Path:
     return Path(storage_root) / "datasets" / spec_digest(spec)
 
 
+# pa.array() and ChunkedArray.to_numpy() import pandas (about a second) merely to check their input,
+# so columns go in and out through their buffers: numeric, no nulls, zero-copy.
+def _column(values: np.ndarray) -> pa.Array:
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:  # Arrow booleans are bit-packed
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _split_name(name: str, n: int) -> pa.DictionaryArray:
+    text = name.encode()
+    names = pa.Array.from_buffers(
+        pa.string(), 1, [None, pa.py_buffer(np.array([0, len(text)], np.int32)), pa.py_buffer(text)]
+    )
+    return pa.DictionaryArray.from_arrays(_column(np.zeros(n, np.int32)), names)
+
+
+def _numpy(column: pa.ChunkedArray, dtype: np.dtype, width: int = 1) -> np.ndarray:
+    """A fixed-width column without nulls as a numpy array of `dtype` (width items per row)."""
+    array = column.combine_chunks()
+    n = len(array) * width
+    if n == 0:
+        return np.zeros(0, dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=n, offset=array.offset * width * dtype.itemsize)
+
+
 def split_table(name: str, split: Split) -> pa.Table:
     """One split as an Arrow table; images as fixed-size binary (C*H*W bytes each), zero-copy."""
     x = np.ascontiguousarray(split.x.numpy())  # (N, C, H, W) uint8
     n, width = x.shape[0], int(np.prod(x.shape[1:]))
-    images = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(x)])
-    columns: dict[str, Any] = {
-        "image": images,
-        "label": pa.array(split.y.numpy().astype(np.int64)),
-        "split": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([name])),
-        "source_index": pa.array(split.source_index.numpy().astype(np.int64)),
+    columns: dict[str, pa.Array] = {
+        "image": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(x)]),
+        "label": _column(split.y.numpy().astype(np.int64)),
+        "split": _split_name(name, n),
+        "source_index": _column(split.source_index.numpy().astype(np.int64)),
     }
     for key, value in split.params.items():
         # "copy" (which transformed copy of a test image) is bookkeeping, not a nuisance draw
-        columns[key if key == "copy" else f"nuisance_{key}"] = pa.array(value.cpu().numpy())
-    return pa.table(columns)
+        columns[key if key == "copy" else f"nuisance_{key}"] = _column(value.cpu().numpy())
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
 def write_split(path: Path, name: str, split: Split) -> None:
@@ -73,16 +98,11 @@ def write_split(path: Path, name: str, split: Split) -> None:
 
 def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, C, H, W), labels int64 (N,)) from one split file."""
-    table = pq.read_table(path, columns=["image", "label"])
-    images = table.column("image").combine_chunks()
+    table = pq.ParquetFile(path).read(columns=["image", "label"])
     width = int(np.prod(shape))
-    n = len(images)
-    if n == 0:
-        return torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
-    buf = np.frombuffer(images.buffers()[1], dtype=np.uint8, count=n * width, offset=images.offset * width)
-    x = torch.from_numpy(buf.reshape(n, *shape).copy())
-    y = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-    return x, y
+    x = _numpy(table.column("image"), np.dtype(np.uint8), width).reshape(-1, *shape).copy()
+    y = _numpy(table.column("label"), np.dtype(np.int64)).copy()
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:

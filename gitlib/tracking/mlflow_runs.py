@@ -171,6 +171,8 @@ def finish_run(c: MlflowClient, run_id: str, status: str = "FINISHED", error: st
 
 def ui_command(uri: str, artifact_root: str | None) -> str:
     """The `mlflow ui` command that shows this store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (MLflow tracking server)"
     cmd = f"mlflow ui --backend-store-uri {uri}"
     if artifact_root and uri.startswith("sqlite:"):
         cmd += f" --default-artifact-root {artifact_root}"

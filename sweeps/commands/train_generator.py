@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"data: {cfg.dataset.source} {tuple(data.train_x.shape)}, class counts {data.class_counts.tolist()}")
     print(f"device: {device}; run folder: {run_dir}")
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     trainer = GeneratorTrainer(gcfg, data, cfg.seed, device)
     with tqdm(total=gcfg.iterations, desc="generator", unit="it") as bar:
 
@@ -59,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
 
         records = trainer.train(gcfg.iterations, on_log=on_log, log_every=10)
     train_s = time.perf_counter() - start
+    train_cpu_s = time.process_time() - start_cpu  # CPU time: wall time on a shared machine depends on its load
 
     gen_path = run_dir / "generator.pt"
     save_generator(gen_path, trainer.model, gcfg, data.channels)
@@ -78,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {
         **quality,
         "train_seconds": train_s,
+        "train_cpu_seconds": train_cpu_s,
         "eval_seconds": eval_s,
         "iterations": trainer.iteration,
         "final_losses": {k: v for k, v in records[-1].items() if k != "iteration"} if records else {},
@@ -85,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
     (run_dir / "metrics.json").write_text(json.dumps(
         {"metrics": metrics, "losses": records, "config": to_dict(cfg),
          "class_counts": data.class_counts.tolist(), "torch": torch.__version__}, indent=2))
-    print(f"trained {trainer.iteration} iterations in {train_s:.1f} s (evaluation {eval_s:.1f} s)")
+    print(f"trained {trainer.iteration} iterations in {train_s:.1f} s wall, {train_cpu_s:.1f} s CPU "
+          f"(evaluation {eval_s:.1f} s)")
     for key, value in quality.items():
         print(f"  {key:28s} {value:.4f}")
     print(f"generator: {gen_path}\nsamples:   {grid_path}\nmetrics:   {run_dir / 'metrics.json'}")

@@ -134,10 +134,12 @@ def _group_pids(pgid: int) -> list[int]:
 def _count_runs(port: int, password: str, experiment_id: str) -> int:
     import psycopg2
 
-    with psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", password=password, dbname="mlflow") as conn:
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", password=password, dbname="mlflow")
+    try:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment_id),))
             row = cur.fetchone()
-    conn.close()
+    finally:
+        conn.close()
     assert row is not None
     return int(row[0])

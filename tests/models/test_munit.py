@@ -46,7 +46,8 @@ def test_presets_are_valid_configs() -> None:
     for name, fields in MUNIT_PRESETS.items():
         cfg = preset_config(name)
         assert all(getattr(cfg, k) == v for k, v in fields.items()), name
-    assert preset_config("cpu") == GeneratorConfig()  # the config defaults are the CPU preset
+    # the config defaults are the CPU preset's sizes with the paper's loss weights
+    assert preset_config("cpu") == GeneratorConfig(recon_s_w=5.0)
     with pytest.raises(ConfigError):
         preset_config("nope")
 

@@ -57,5 +57,26 @@ def test_grid_needs_discrete_values() -> None:
     cfg, _ = load_config("demo", ["search.sampler=grid"])
     with pytest.raises(ConfigError, match="grid"):
         sampler(cfg)  # gen_frac is a continuous float without a step
-    cfg, _ = load_config("demo", ["search.sampler=grid", "search.space.classifier.gen_frac.step=0.3"])
+    cfg, _ = load_config("demo", ["search.sampler=grid", "search.points_to_evaluate=[]",
+                                  "search.space={classifier.gen_frac: {type: float, low: 0, high: 0.9, step: 0.3}}"])
     assert grid_values("classifier.gen_frac", cfg.search.params()["classifier.gen_frac"]) == [0.0, 0.3, 0.6, 0.9]
+
+
+def test_multi_objective_nsga2_and_asha_build() -> None:
+    from optuna.samplers import NSGAIISampler, TPESampler
+    from ray.tune.schedulers import ASHAScheduler
+
+    from sweeps.search import tune_config
+
+    cfg, _ = load_config("demo", ["search.metric=[test/balanced_acc, ekld/tail]", "search.mode=[max, min]",
+                                  "search.sampler=nsga2"])
+    searcher = tune_config(cfg).search_alg
+    assert searcher.metric == ["test/balanced_acc", "ekld/tail"]  # one study, two objectives
+    assert searcher.mode == ["max", "min"]
+    assert isinstance(searcher._sampler, NSGAIISampler)
+    assert searcher._ot_study.directions[1].name == "MINIMIZE"  # tail eKLD is minimised
+    cfg, _ = load_config("demo", ["search.scheduler=asha", "search.grace_period=2"])
+    tc = tune_config(cfg)
+    assert isinstance(tc.scheduler, ASHAScheduler) and tc.scheduler._metric == "val/balanced_acc"
+    assert isinstance(tc.search_alg._sampler, TPESampler)  # TPE by default
+    assert tc.max_concurrent_trials == 2 and tc.num_samples == 8
