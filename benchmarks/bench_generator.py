@@ -64,26 +64,33 @@ def _reference_step(t: GeneratorTrainer) -> None:
     t.opt_gen.step()
 
 
-def _seconds_per_step(step: Callable[[], object], warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
+def _timed(step: Callable[[], object], steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         step()
     return (time.perf_counter() - start) / steps
 
 
+def _compare(a: Callable[[], object], b: Callable[[], object], warmup: int, steps: int,
+             rounds: int = 3) -> tuple[float, float]:
+    """Seconds per step of a and b: alternating rounds, best round of each (load spikes hit both)."""
+    for _ in range(warmup):
+        a()
+        b()
+    times = [(_timed(a, steps), _timed(b, steps)) for _ in range(rounds)]
+    return min(t[0] for t in times), min(t[1] for t in times)
+
+
 def main() -> None:
     set_threads(1)
     print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.2f} (timings are noisy under load)")
-    cases = [("cpu", 16, {"batch_size": 16}, 5, 40), ("k49", 28, {"batch_size": 1}, 2, 8)]
+    cases = [("cpu", 16, {"batch_size": 16}, 5, 15), ("k49", 28, {"batch_size": 1}, 2, 4)]
     for preset, size, overrides, warmup, steps in cases:
         cfg = preset_config(preset, **overrides, amp=False)
         data = _random_dataset(size)
         ours = GeneratorTrainer(cfg, data, seed=0, device="cpu")
         ref = GeneratorTrainer(cfg, data, seed=0, device="cpu")
-        t_ours = _seconds_per_step(ours.step, warmup, steps)
-        t_ref = _seconds_per_step(partial(_reference_step, ref), warmup, steps)
+        t_ours, t_ref = _compare(ours.step, partial(_reference_step, ref), warmup, steps)
         print(f"{preset:4s} {size}x{size} batch {cfg.batch_size:2d}: {1 / t_ours:6.2f} it/s "
               f"({1000 * t_ours:7.1f} ms/it); reference-style step {1000 * t_ref:7.1f} ms/it; "
               f"speed-up x{t_ref / t_ours:.2f}")

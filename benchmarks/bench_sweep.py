@@ -27,12 +27,12 @@ def _config(storage: Path):  # -> SweepConfig
     overrides = [
         "name=bench", f"storage={storage}",
         "dataset.imbalance_ratio=10", "dataset.max_per_class=300", "dataset.test_per_class=40",
-        "classifier.augment=none", "classifier.epochs=8", "classifier.batch_size=64", "classifier.warmup_epochs=1",
-        "classifier.milestones=[5, 7]", "classifier.lr_factors=[0.1, 0.01]", "classifier.ekld_samples=10",
+        "classifier.augment=none", "classifier.epochs=12", "classifier.batch_size=64", "classifier.warmup_epochs=1",
+        "classifier.milestones=[8, 10]", "classifier.lr_factors=[0.1, 0.01]", "classifier.ekld_samples=10",
         "classifier.ekld_per_class=20",
         f"search.num_samples={TRIALS}", f"search.max_concurrent={CONCURRENCY}", "search.sampler=grid",
         "search.points_to_evaluate=[]",
-        "search.space={seed: {type: categorical, choices: %s}}" % SEEDS,
+        "search.space={seed: {type: categorical, choices: " + str(SEEDS) + "}}",
         "resources.cpu=1",
     ]
     cfg, _ = load_config("demo", overrides)

@@ -167,7 +167,7 @@ def write_report(paths: runner.SweepPaths) -> Path:
     searched = [k for k in cfg.search.space if k in df and pd.to_numeric(df[k], errors="coerce").notna().all()]
     keys = SURFACE_KEYS if all(k in df for k in SURFACE_KEYS) else tuple(searched[:2])
     if len(keys) == 2:
-        response_surface(df, keys, out / "response_surface.png")  # type: ignore[arg-type]
+        response_surface(df, keys, out / "response_surface.png")
     summary["importances"] = importances(cfg, df)
     summary["ekld_curves"] = ekld_curves(cfg, df, trials, out / "ekld_vs_class_size.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -110,6 +110,9 @@ def connect_ray(address: str | None) -> bool:
     if addr:
         ray.init(address=addr, **quiet)  # type: ignore[arg-type]
     else:
+        # Ray runs workers at nice 15 by default; on a shared workstation the trials (the actual work)
+        # would then lose the CPU to everything else. A cluster keeps its own setting.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         cpus = os.environ.get("GITSWEEP_NUM_CPUS")
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                  num_cpus=int(cpus) if cpus else None, **quiet)  # type: ignore[arg-type]
@@ -156,8 +159,19 @@ def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
     )
 
 
-def start(cfg: SweepConfig, address: str | None = None) -> int:
-    """A new sweep: refuse an existing name, check resources, save the config, open MLflow, fit."""
+def free_name(cfg: SweepConfig) -> str:
+    """The config's name, or name-2, name-3, ... when a sweep of that name is already stored."""
+    root = cfg.storage_path / "sweeps"
+    name, i = cfg.name, 1
+    while (root / name / "sweep.json").exists():
+        i += 1
+        name = f"{cfg.name}-{i}"
+    return name
+
+
+def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = True) -> int:
+    """A new sweep: check resources, save the config, open MLflow, fit. An existing sweep of the same
+    name is refused when the name was given with --name, else the new one gets the next free name."""
     from ray import tune
 
     from sweeps import search, trainables
@@ -166,8 +180,13 @@ def start(cfg: SweepConfig, address: str | None = None) -> int:
     search.check(cfg)
     paths = SweepPaths(cfg.storage_path / "sweeps" / cfg.name)
     if paths.meta.exists():
-        raise UserError(f"sweep '{cfg.name}' already exists in {paths.root}: `gitsweep resume {cfg.name}` "
-                        "continues it, --name starts another")
+        if explicit_name:
+            raise UserError(f"sweep '{cfg.name}' already exists in {paths.root}: `gitsweep resume {cfg.name}` "
+                            "continues it, another --name starts a new one")
+        name = free_name(cfg)
+        print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
+        cfg = replace(cfg, name=name)
+        paths = SweepPaths(cfg.storage_path / "sweeps" / cfg.name)
     started = connect_ray(address)
     try:
         check_resources(cfg)

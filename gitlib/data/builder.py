@@ -2,7 +2,8 @@
 
 Recipe (PAPER.md, K49-LT): per class, `val_fraction` of the source's train images is held out as the
 validation pool and the rest are the base images. Class k's training set has `class_counts(...)[k]`
-examples, example i being base image (i mod n_base) with a freshly drawn nuisance. Validation: at most
+examples, example i being base image (i mod n_base) with a freshly drawn nuisance; the untransformed
+base image of every training example is kept too (`Split.base_x`), for the oracle to re-draw on. Validation: at most
 `val_per_class` held-out images per class (None = all), with the nuisance. Test: at most
 `test_per_class` source test images per class (None = all), kept untransformed (`test`), plus
 `test_copies` transformed copies (`test_t`, copy-major: row j * N + i is copy j of test row i).
@@ -31,12 +32,14 @@ CHUNK = 2048  # images per nuisance call: cache-sized, bounds peak memory; fixed
 @dataclass
 class Split:
     """One split: images uint8 (N, C, H, W), labels (N,), the source row each image came from (into the
-    source's train split for train / val, its test split for test / test_t), nuisance parameters."""
+    source's train split for train / val, its test split for test / test_t), nuisance parameters, and
+    (train only) the untransformed base image of every row, which the oracle re-draws the nuisance on."""
 
     x: torch.Tensor
     y: torch.Tensor
     source_index: torch.Tensor
     params: dict[str, torch.Tensor] = field(default_factory=dict)
+    base_x: torch.Tensor | None = None
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -109,8 +112,9 @@ def build_splits(spec: DatasetSpec, source: SourceArrays) -> tuple[dict[str, Spl
         ("val", 2, val_rows, source.train_x, source.train_y),
     ):
         idx = torch.from_numpy(rows.astype(np.int64))
-        x, params = apply_nuisance(nuisance, x_all[idx], _generator(spec.seed, stream))
-        splits[name] = Split(x, y_all[idx], idx, params)
+        base_x = x_all[idx]
+        x, params = apply_nuisance(nuisance, base_x, _generator(spec.seed, stream))
+        splits[name] = Split(x, y_all[idx], idx, params, base_x if name == "train" else None)
 
     idx = torch.from_numpy(test_rows.astype(np.int64))
     test_x = source.test_x[idx]

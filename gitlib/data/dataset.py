@@ -16,7 +16,9 @@ class BuiltDataset:
     """Train / val / test splits of a DatasetSpec (images uint8 (N, C, H, W), labels int64 (N,)).
 
     `test_x` are the untransformed test images (eKLD applies fresh transforms to them); `test_tx` are
-    `spec.test_copies` transformed copies of each, with labels `test_ty`, for accuracy.
+    `spec.test_copies` transformed copies of each, with labels `test_ty`, for accuracy. `train_base_x`
+    are the untransformed base images of the training examples (same order as `train_x`): the oracle
+    draws a fresh nuisance on these, not on `train_x`, which already carries one. None when unknown.
     """
 
     spec: DatasetSpec
@@ -31,6 +33,7 @@ class BuiltDataset:
     test_ty: torch.Tensor
     digest: str = ""  # content address of the build (spec + builder version)
     path: Path | None = None  # folder holding the Parquet files and manifest.json
+    train_base_x: torch.Tensor | None = None  # uint8 (N, C, H, W), train_x before its nuisance
 
     @property
     def channels(self) -> int:

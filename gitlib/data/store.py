@@ -2,8 +2,8 @@
 
 Folder `<storage>/datasets/<digest>/`, digest = sha256 of the spec (sorted JSON) and BUILDER_VERSION,
 holding `train.parquet`, `val.parquet`, `test.parquet`, `test_t.parquet` (columns: image as
-fixed-size uint8 bytes (C*H*W, row-major), label, split, source_index, nuisance_<param>..., and
-`copy` in test_t) and `manifest.json`
+fixed-size uint8 bytes (C*H*W, row-major), label, split, source_index, nuisance_<param>..., `copy` in
+test_t, and `base_image` in train: the untransformed base image, same layout as image) and `manifest.json`
 (spec, shape, class counts per split, sizes). A build happens in a temporary sibling folder, under a
 file lock, and is renamed into place at the end, so concurrent builders of one spec leave exactly one
 complete copy and readers never see a half-written one.
@@ -36,7 +36,7 @@ from gitlib.errors import DataError
 
 # Bump whenever the bytes a spec builds to change (recipe, nuisance code, file layout): old builds
 # then stop matching instead of being silently reused.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: train.parquet has base_image
 MANIFEST = "manifest.json"
 
 
@@ -76,12 +76,18 @@ def _numpy(column: pa.ChunkedArray, dtype: np.dtype, width: int = 1) -> np.ndarr
     return np.frombuffer(array.buffers()[1], dtype=dtype, count=n, offset=array.offset * width * dtype.itemsize)
 
 
+def _images(images: torch.Tensor) -> pa.FixedSizeBinaryArray:
+    """uint8 images (N, C, H, W) as fixed-size binary (C*H*W bytes each), zero-copy."""
+    x = np.ascontiguousarray(images.numpy())
+    n, width = x.shape[0], int(np.prod(x.shape[1:]))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(x)])
+
+
 def split_table(name: str, split: Split) -> pa.Table:
     """One split as an Arrow table; images as fixed-size binary (C*H*W bytes each), zero-copy."""
-    x = np.ascontiguousarray(split.x.numpy())  # (N, C, H, W) uint8
-    n, width = x.shape[0], int(np.prod(x.shape[1:]))
+    n = split.x.shape[0]
     columns: dict[str, pa.Array] = {
-        "image": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(x)]),
+        "image": _images(split.x),
         "label": _column(split.y.numpy().astype(np.int64)),
         "split": _split_name(name, n),
         "source_index": _column(split.source_index.numpy().astype(np.int64)),
@@ -89,6 +95,8 @@ def split_table(name: str, split: Split) -> pa.Table:
     for key, value in split.params.items():
         # "copy" (which transformed copy of a test image) is bookkeeping, not a nuisance draw
         columns[key if key == "copy" else f"nuisance_{key}"] = _column(value.cpu().numpy())
+    if split.base_x is not None:
+        columns["base_image"] = _images(split.base_x)
     return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
@@ -96,13 +104,19 @@ def write_split(path: Path, name: str, split: Split) -> None:
     pq.write_table(split_table(name, split), path)
 
 
-def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images uint8 (N, C, H, W), labels int64 (N,)) from one split file."""
-    table = pq.ParquetFile(path).read(columns=["image", "label"])
+def read_images(
+    path: Path, shape: tuple[int, int, int], base: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images uint8 (N, C, H, W), labels int64 (N,), base images uint8 (N, C, H, W) or None) from one
+    split file; the base images only with `base` and where the file has them (train, builder >= 2)."""
+    file = pq.ParquetFile(path)
+    base = base and "base_image" in file.schema_arrow.names
+    table = file.read(columns=["image", "label", *(["base_image"] if base else [])])
     width = int(np.prod(shape))
     x = _numpy(table.column("image"), np.dtype(np.uint8), width).reshape(-1, *shape).copy()
     y = _numpy(table.column("label"), np.dtype(np.int64)).copy()
-    return torch.from_numpy(x), torch.from_numpy(y)
+    b = _numpy(table.column("base_image"), np.dtype(np.uint8), width).reshape(-1, *shape).copy() if base else None
+    return torch.from_numpy(x), torch.from_numpy(y), (torch.from_numpy(b) if b is not None else None)
 
 
 def _counts(labels: torch.Tensor, num_classes: int) -> list[int]:
@@ -138,7 +152,7 @@ def _to_built(spec: DatasetSpec, num_classes: int, splits: dict[str, Split], dig
         spec=spec, num_classes=num_classes,
         train_x=s["train"].x, train_y=s["train"].y, val_x=s["val"].x, val_y=s["val"].y,
         test_x=s["test"].x, test_y=s["test"].y, test_tx=s["test_t"].x, test_ty=s["test_t"].y,
-        digest=digest, path=path,
+        digest=digest, path=path, train_base_x=s["train"].base_x,
     )
 
 
@@ -154,8 +168,10 @@ def load_built(path: Path) -> BuiltDataset:
     path = Path(path)
     manifest = read_manifest(path)
     c, h, w = manifest["shape"]
-    arrays = {name: read_images(path / manifest["files"][name], (c, h, w)) for name in SPLITS}
-    splits = {name: Split(x, y, torch.empty(0)) for name, (x, y) in arrays.items()}
+    splits = {}
+    for name in SPLITS:
+        x, y, base = read_images(path / manifest["files"][name], (c, h, w), base=name == "train")
+        splits[name] = Split(x, y, torch.empty(0), base_x=base)
     spec = from_dict(DatasetSpec, manifest["spec"], "dataset")
     return _to_built(spec, int(manifest["num_classes"]), splits, manifest["digest"], path)
 

@@ -6,7 +6,9 @@ batch holds (1 - gen_frac) real images and gen_frac augmented ones, the latter a
 same sampler passed through the augmenter; the number of steps per epoch stays ceil(N / batch_size), so
 augmentation changes what a step sees, not how many steps there are. The oracle is on from epoch 0,
 GIT from the epoch after the first lr drop (cfg.resolved_augment_start; git_start_epoch overrides both).
-With a class-size threshold, a generated slot that is not kept holds its image unaugmented (the batch
+The oracle draws a fresh nuisance on the untransformed base image of each sampled example
+(data.train_base_x; train_x already carries its stored nuisance), GIT re-styles the stored image itself.
+With a class-size threshold, a generated slot that is not kept holds its stored image unaugmented (the batch
 size and class mix stay those of the sampler). Every random draw comes from one seeded torch.Generator
 whose state is checkpointed, so a run restored from an epoch checkpoint ends with exactly the weights of an uninterrupted one.
 """
@@ -70,6 +72,11 @@ class ClassifierTrainer:
         self.class_counts = data.class_counts  # (K,) int64 numpy
         self.train_x = data.train_x.to(device)  # (N, C, H, W) uint8
         self.train_y = data.train_y.to(device=device, dtype=torch.int64)
+        # What the augmenter is fed: the oracle re-draws the nuisance from the base images (train_x
+        # already carries one: re-applying it would stack dilations, and be a no-op for background).
+        self.augment_x = self.train_x
+        if cfg.augment == "oracle" and data.train_base_x is not None:
+            self.augment_x = data.train_base_x.to(device)  # (N, C, H, W) uint8, same order as train_x
         self._counts_t = torch.as_tensor(self.class_counts, device=device)
         mean, std = channel_stats(data.train_x)
         with torch.random.fork_rng(devices=[]):  # the init draws from the trial seed, not global state
@@ -107,18 +114,20 @@ class ClassifierTrainer:
     def augment_active(self, epoch: int) -> bool:
         return self.augmenter is not None and self.cfg.gen_frac > 0 and epoch >= self.cfg.resolved_augment_start
 
-    def _augment(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Generated part of a batch: x (G, C, H, W) float in [0, 1] with labels y (G,)."""
+    def _augment(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Generated part of a batch from training rows idx (G,) with labels y (G,): (G, C, H, W) float in
+        [0, 1]. The augmenter gets augment_x (base images for the oracle); unkept slots get train_x."""
         assert self.augmenter is not None
         with torch.no_grad():
             if self.cfg.git_threshold is None:
-                return self.augmenter.sample(x, self.generator).float()
+                return self.augmenter.sample(self.augment_x[idx].float().div_(255.0), self.generator).float()
             keep = torch.rand(y.shape[0], generator=self.generator, device=self.device) < self.keep_prob[y]
-            idx = keep.nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
-                return x
-            out = x.clone()
-            out[idx] = self.augmenter.sample(x[idx], self.generator).float()
+            out = self.train_x[idx].float().div_(255.0)
+            kept = keep.nonzero(as_tuple=True)[0]
+            if kept.numel() == 0:
+                return out
+            src = self.augment_x[idx[kept]].float().div_(255.0)
+            out[kept] = self.augmenter.sample(src, self.generator).float()
             return out
 
     def run_epoch(self) -> dict[str, float]:
@@ -154,7 +163,7 @@ class ClassifierTrainer:
                 assert gen_order is not None
                 gidx = gen_order[s:s + n_gen]
                 gy = self.train_y[gidx]
-                gx = self._augment(self.train_x[gidx].float().div_(255.0), gy)  # (G, C, H, W)
+                gx = self._augment(gidx, gy)  # (G, C, H, W)
                 x, y = torch.cat([x, gx]), torch.cat([y, gy])
             if cfg.crop_flip:
                 x = crop_flip(x, self.generator)

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     for key in pinned:
         print(f"pinned {key}={values.get(key)} (removed from search.space)", flush=True)
     search.check(cfg)  # every config problem surfaces here, before Ray starts or anything is written
-    return runner.start(cfg, args.address)
+    return runner.start(cfg, args.address, explicit_name=bool(args.name))
 
 
 def resume(args: argparse.Namespace) -> int:

@@ -249,9 +249,11 @@ def ray_cluster(folder: Path, env: dict[str, str]) -> Iterator[str]:
     finally:
         for node in reversed(nodes):
             node.stop()
-        for pid in processes_mentioning(str(temp)):  # anything that escaped its group
+        left_over = processes_mentioning(str(temp))  # anything that escaped `ray start`'s own clean-up
+        for pid in left_over:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    assert not left_over, f"Ray processes outlived SIGTERM to their node: {left_over}"  # reached without errors
 
 
 # ---- PostgreSQL and the MLflow server ------------------------------------------------------------
@@ -340,3 +342,28 @@ def assert_no_secret_in_runs(client: Any, experiment_id: str, values: Any) -> in
                 # rule: credentials come from the environment and are never recorded with a run
                 assert secret not in text, f"a secret from the environment leaked into {where} of run {run.info.run_id}"
     return len(runs)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            addr, hex_port = fields[1].split(":")
+            if fields[3] != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(addr)
+            # /proc prints each 32-bit word little-endian
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw) if width == 8 else ipaddress.IPv6Address(raw)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            found.add(str(ip))
+    return found

@@ -19,6 +19,7 @@ from cluster_helpers import (
     ensure_postgres,
     fake_secrets,
     free_port,
+    listening_addresses,
     mlflow_server,
     postgres,
     remove_tree,
@@ -79,6 +80,9 @@ def test_sweep_logs_to_postgres_backed_server_with_basic_auth(workdir: Path, mon
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
                 assert db_password.encode() not in cmd  # rule: no secret in `ps` output
             assert db_password not in (workdir / "state" / "basic_auth.ini").read_text()
+            # rule: the server and its database listen on loopback only
+            assert listening_addresses(port) == {"127.0.0.1"}
+            assert listening_addresses(db_port) == {"127.0.0.1"}
 
             search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
             assert _request(search) == 401  # rule: anonymous requests are refused

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cluster_helpers import (
+    CLUSTER_INFO,
     assert_no_secret_in_runs,
     base_env,
     cluster_nodes,
@@ -42,13 +43,18 @@ def test_sweep_on_two_node_cluster_with_token_auth(workdir: Path) -> None:
     storage = workdir / "runs"
 
     with ray_cluster(workdir, env) as address:
-        # A client without the token is turned away (what keeps a reachable GCS port from being open).
-        no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN_PATH",)}
+        # A client without the token (it retries for ~20 s, so it runs alongside the sweep).
+        no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
         no_token["RAY_AUTH_MODE"] = "disabled"
-        assert cluster_nodes(address, no_token, timeout_s=60) is None  # rule: token auth rejects anonymous clients
+        anonymous = subprocess.Popen([sys.executable, "-c", CLUSTER_INFO, address], env=no_token,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         out = run_gitsweep(["run", str(config), "--address", address, "--storage", str(storage)], env, workdir)
         assert out.returncode == 0, out.stdout[-4000:]
+
+        _, err = anonymous.communicate(timeout=90)
+        assert anonymous.returncode != 0  # rule: token auth turns anonymous clients away ...
+        assert "InvalidAuthToken" in err, err[-2000:]  # ... because of the missing token, not by chance
         assert "2 terminated" in out.stdout  # rule: every trial of the sweep finished
 
         # Both 1-CPU nodes ran a trial: each trial actor's node, as the cluster's GCS recorded it.

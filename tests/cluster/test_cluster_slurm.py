@@ -69,6 +69,7 @@ def test_slurm_script_starts_nodes_runs_gitsweep_and_stops_ray(workdir: Path) ->
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=200)
+        left_over = processes_mentioning(str(temp))  # before our own clean-up below
     finally:
         stop_group(proc, grace_s=10)
         for pid in processes_mentioning(str(temp)):
@@ -80,4 +81,4 @@ def test_slurm_script_starts_nodes_runs_gitsweep_and_stops_ray(workdir: Path) ->
     assert proc.returncode == 2, out[-3000:]  # rule: the script exits with the sweep's status
     assert "gitsweep: Ray stopped on 2 node(s)" in out
     assert token.read_text().strip() and (token.stat().st_mode & 0o077) == 0  # a private token file was made
-    assert not processes_mentioning(str(temp))  # rule: no Ray process of the job outlives it
+    assert not left_over, left_over  # rule: no Ray process of the job outlives it

@@ -76,6 +76,24 @@ def test_parquet_columns_cycling_and_disjoint_pools(built: tuple) -> None:
     assert np.array_equal(test_t["source_index"].to_numpy()[:300], test_t["source_index"].to_numpy()[300:])
 
 
+def test_train_keeps_the_untransformed_base_images(built: tuple) -> None:
+    _, data = built
+    table = pq.read_table(data.path / "train.parquet", columns=["base_image", "source_index", "nuisance_level"])
+    base = data.train_base_x
+    # one base image per training row, stored in train.parquet only
+    assert base is not None and base.dtype == torch.uint8 and base.shape == data.train_x.shape
+    assert table.num_rows == len(base) and "base_image" not in pq.read_schema(data.path / "val.parquet").names
+    # the base image is the stored image before its nuisance: same strokes, background still 0
+    ink = base != 0
+    assert torch.equal(data.train_x[ink], base[ink]) and (~ink).flatten(1).any(1).all()
+    level = torch.from_numpy(table.column("nuisance_level").to_numpy().copy())
+    assert torch.equal(data.train_x.masked_fill(ink, 0).flatten(1).amax(1).long(), level)
+    # cycled rows share their base image
+    rows = table.column("source_index").to_numpy()
+    same = np.flatnonzero(rows == np.bincount(rows).argmax())
+    assert len(same) > 1 and all(torch.equal(base[same[0]], base[i]) for i in same)
+
+
 def test_reload_is_identical_and_not_rewritten(built: tuple) -> None:
     root, data = built
     files = sorted(data.path.iterdir())
@@ -84,7 +102,7 @@ def test_reload_is_identical_and_not_rewritten(built: tuple) -> None:
     # the second call reuses the stored build: nothing rewritten
     assert not was_built and [f.stat().st_mtime_ns for f in files] == mtimes
     # and reads back exactly what was built
-    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "test_tx", "test_ty"):
+    for name in ("train_x", "train_base_x", "train_y", "val_x", "val_y", "test_x", "test_y", "test_tx", "test_ty"):
         assert torch.equal(getattr(again, name), getattr(data, name)), name
     assert again.spec == SPEC and load_built(data.path).digest == data.digest
     # one folder per spec, no temporary leftovers

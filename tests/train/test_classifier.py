@@ -165,3 +165,47 @@ def test_train_classifier_final_metrics_and_table(data: BuiltDataset) -> None:
     # the same final metrics with an explicitly named nuisance of another kind differ in eKLD only
     other, _ = result.trainer.final_metrics("background")
     assert other["test/acc"] == m["test/acc"] and other["ekld/mean"] != m["ekld/mean"]
+
+
+def test_oracle_redraws_the_nuisance_from_the_base_images(tmp_path) -> None:
+    # background: re-applying it to stored images (no pixel is 0 any more) would change nothing
+    spec = DatasetSpec(source="digits", nuisance="background", max_per_class=40, imbalance_ratio=10,
+                       val_per_class=5, test_per_class=10)
+    bg = get_dataset(spec, tmp_path)
+    assert bg.train_base_x is not None and bg.train_base_x.shape == bg.train_x.shape
+    trainer = ClassifierTrainer(replace(TINY, augment="oracle"), bg, seed=0, device=CPU)
+    idx = torch.arange(len(bg.train_y))
+    out = trainer._augment(idx, bg.train_y)  # (N, C, H, W) float in [0, 1]
+    base = bg.train_base_x.float() / 255.0
+    ink = bg.train_base_x != 0
+    assert torch.equal(out[ink], base[ink])  # the strokes are the base image's
+    stored, fresh = trainer.augmenter.measure(bg.train_x), trainer.augmenter.measure(out)
+    assert (fresh != stored).float().mean() > 0.9  # a new background level for (nearly) every image
+    assert len(torch.unique(fresh)) > 50  # drawn from [0, 100), not one level for all
+    # without base images (a BuiltDataset made elsewhere) the oracle falls back to train_x
+    fallback = ClassifierTrainer(replace(TINY, augment="oracle"), replace(bg, train_base_x=None), 0, CPU)
+    assert fallback.augment_x is fallback.train_x
+    # GIT re-styles the stored images, never the base images
+    git = ClassifierTrainer(replace(TINY, augment="git"), bg, 0, CPU, augmenter=CountingAugmenter())
+    assert git.augment_x is git.train_x
+
+
+def test_resume_with_base_images_and_background_oracle(tmp_path) -> None:
+    spec = DatasetSpec(source="digits", nuisance="background", max_per_class=40, imbalance_ratio=10,
+                       val_per_class=5, test_per_class=10)
+    bg = get_dataset(spec, tmp_path)
+    cfg = replace(TINY, augment="oracle", git_threshold=30)
+    full = ClassifierTrainer(cfg, bg, seed=5, device=CPU)
+    for _ in range(cfg.epochs):
+        full.run_epoch()
+    first = ClassifierTrainer(cfg, bg, seed=5, device=CPU)
+    first.run_epoch()
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = ClassifierTrainer(cfg, get_dataset(spec, tmp_path), seed=5, device=CPU)  # reloaded from Parquet
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    while resumed.epoch < cfg.epochs:
+        resumed.run_epoch()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
