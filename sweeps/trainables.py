@@ -98,8 +98,8 @@ def _report(metrics: dict[str, Any], files: dict[str, Any] | None) -> None:
     with tempfile.TemporaryDirectory(prefix="gitsweep-ckpt-") as tmp:
         for name, obj in files.items():
             path = Path(tmp) / name
-            if isinstance(obj, Path):
-                path.write_bytes(obj.read_bytes())
+            if isinstance(obj, bytes):
+                path.write_bytes(obj)
             elif isinstance(obj, str):
                 path.write_text(obj)
             else:
@@ -186,12 +186,14 @@ def _final_files(trainer: Any, cfg: SweepConfig, metrics: dict[str, Any]) -> dic
 
     final, table = trainer.final_metrics()
     metrics.update(final)
-    tmp = Path(tempfile.mkdtemp(prefix="gitsweep-final-"))
-    pq.write_table(table, tmp / PER_CLASS)
-    ekld_vs_class_size(table, tmp / EKLD_PNG, spearman=final.get("ekld/size_spearman"),
-                       title=f"{cfg.name} gen_frac={cfg.classifier.gen_frac:g}")
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    return {PER_CLASS: tmp / PER_CLASS, EKLD_PNG: tmp / EKLD_PNG, FINAL: json.dumps(summary)}
+    with tempfile.TemporaryDirectory(prefix="gitsweep-final-") as d:
+        tmp = Path(d)
+        pq.write_table(table, tmp / PER_CLASS)
+        ekld_vs_class_size(table, tmp / EKLD_PNG, spearman=final.get("ekld/size_spearman"),
+                           title=f"{cfg.name} gen_frac={cfg.classifier.gen_frac:g}")
+        return {PER_CLASS: (tmp / PER_CLASS).read_bytes(), EKLD_PNG: (tmp / EKLD_PNG).read_bytes(),
+                FINAL: json.dumps(summary)}
 
 
 def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
@@ -229,13 +231,13 @@ def _generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         metrics.update({"iteration": rec["iteration"], "trial/start_iteration": float(start)})
         files: dict[str, Any] = {STATE: trainer.state_dict(), META: json.dumps({"iteration": trainer.iteration})}
         if trainer.iteration >= gcfg.iterations:
-            tmp = Path(tempfile.mkdtemp(prefix="gitsweep-gen-"))
-            save_generator(tmp / "generator.pt", trainer.model, gcfg, data.channels)
+            with tempfile.TemporaryDirectory(prefix="gitsweep-gen-") as d:
+                tmp = Path(d)
+                save_generator(tmp / "generator.pt", trainer.model, gcfg, data.channels)
+                generator_store._sample_grid(trainer, data, tmp / "samples.png")
+                files["generator.pt"] = (tmp / "generator.pt").read_bytes()
+                files["samples.png"] = (tmp / "samples.png").read_bytes()
             metrics.update(generator_store._quality(trainer, gcfg, data, device))
-            generator_store._sample_grid(trainer, data, tmp / "samples.png")
-            files["generator.pt"] = tmp / "generator.pt"
-            if (tmp / "samples.png").is_file():
-                files["samples.png"] = tmp / "samples.png"
             files[FINAL] = json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         _report(metrics, files)
         if _should_fail(cfg) and trainer.iteration < gcfg.iterations:

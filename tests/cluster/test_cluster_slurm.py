@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -41,7 +42,7 @@ printf 'node1\\nnode2\\n'
 
 
 @pytest.fixture
-def workdir() -> Path:
+def workdir() -> Iterator[Path]:
     folder = short_tmpdir("gss")
     yield folder
     remove_tree(folder)

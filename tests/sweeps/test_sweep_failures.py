@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
+from sweep_helpers import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
 
 
 def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:

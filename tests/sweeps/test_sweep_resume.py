@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import (
+from sweep_helpers import (
     GITSWEEP,
     alive,
     cli_env,
