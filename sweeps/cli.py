@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub = train.add_subparsers(dest="what", required=True)
     tc = train_sub.add_parser("classifier", help="train one classifier and print its per-class table")
     _config_args(tc)
+    tc.add_argument("--generator", metavar="GENERATOR_PT",
+                    help="with augment=git: a generator.pt from `train generator` (default: the shared store's)")
     tc.set_defaults(module="sweeps.commands.train_classifier", func="main")
     tg = train_sub.add_parser("generator", help="train one MUNIT generator")
     _config_args(tg)

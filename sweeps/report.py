@@ -98,10 +98,14 @@ def importances(cfg: SweepConfig, df: pd.DataFrame) -> dict[str, Any]:
             params = {k: _json(row[k]) for k in keys}  # pandas NaN back to the None a choice may be
             study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in keys},
                                                       value=float(row[metric])))
-        values = optuna.importance.get_param_importances(study)
+        # fANOVA, seeded: Optuna 5's default (PED-ANOVA) compares the top 10% of trials, which in a
+        # sweep of a few trials is one trial and gives arbitrary answers.
+        values = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=cfg.search.seed))
     except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same value
         return {"metric": metric, "importances": {}, "note": f"not computable: {exc}"}
-    return {"metric": metric, "importances": {k: float(v) for k, v in values.items()}, "trials": len(done)}
+    return {"metric": metric, "evaluator": "fanova", "importances": {k: float(v) for k, v in values.items()},
+            "trials": len(done)}
 
 
 def _native(v: Any) -> Any:
@@ -125,7 +129,14 @@ def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, trials: list[Any], path: Pat
 
     metric, mode = cfg.search.metric[0], cfg.search.mode[0]
     git_mask = (df["classifier.augment"] == "git") & (df.get("classifier.gen_frac", cfg.classifier.gen_frac) > 0)
-    picks = {"GIT": _best(df[git_mask], metric, mode), "baseline": _best(df[~git_mask], metric, mode)}
+    git = _best(df[git_mask], metric, mode)
+    base = df[~git_mask]
+    if git is not None:  # compare like with like: the baseline at the GIT trial's data set, when there is one
+        same = base
+        for key in (k for k in cfg.search.space if k.startswith("dataset.") and k in df):
+            same = same[same[key] == git[key]]
+        base = same if len(same) and same[metric].notna().any() else base
+    picks = {"GIT": git, "baseline": _best(base, metric, mode)}
     by_id = {t.trial_id: t for t in trials}
     fig = Figure(figsize=(6, 4.2), dpi=110)
     ax = fig.add_subplot(1, 1, 1)

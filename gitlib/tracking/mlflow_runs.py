@@ -7,6 +7,7 @@ stores then see no concurrent writers, and a run is found again by its tags afte
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -86,8 +87,10 @@ def get_or_create_run(
     return run.info.run_id, True
 
 
+@functools.lru_cache(maxsize=4)
 def provenance_tags(repo_dir: Path | None = None) -> dict[str, str]:
-    """Git commit (and whether the tree was dirty) plus package versions: what produced a result."""
+    """Git commit (and whether the tree was dirty) plus package versions: what produced a result.
+    Cached: every run of a sweep gets the same answer, and `git status` costs a subprocess."""
     tags: dict[str, str] = {}
     cwd = str(repo_dir or Path(__file__).resolve().parents[2])
     try:

@@ -18,6 +18,7 @@ import yaml
 
 from gitlib.configs import to_dict
 from gitlib.errors import UserError
+from sweeps.commands.rundir import new_run_dir
 from sweeps.config import SweepConfig, load_config
 
 if TYPE_CHECKING:  # torch loads only once the config is known to be valid (bad input exits fast)
@@ -74,11 +75,10 @@ def main(args: argparse.Namespace) -> int:
     device = pick_device()
     if device.type == "cpu":
         set_threads(1)  # small convs on few shared cores run fastest (and reproducibly) on one thread
-    run_dir = cfg.storage_path / "runs" / f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
     data = get_dataset(cfg.dataset, cfg.storage_path)
     gen_path = getattr(args, "generator", None)
     augmenter = load_augmenter(cfg.classifier.augment, data, device, Path(gen_path) if gen_path else None, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(cfg.storage_path, "classifier")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     c = cfg.classifier
     print(f"classifier {c.arch} loss={c.loss} rule={c.train_rule} augment={c.augment} on "

@@ -9,24 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from gitlib.configs import to_dict
-
-
-def _run_dir(storage: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = storage / "runs" / f"generator-{stamp}"
-    path, n = base, 1
-    while path.exists():  # two runs in the same second get their own folders
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    path.mkdir(parents=True)
-    return path
+from sweeps.commands.rundir import new_run_dir
+from sweeps.config import load_config
 
 
 def main(args: argparse.Namespace) -> int:
+    cfg, _ = load_config(args.config, args.overrides)  # validate before torch loads: bad input exits fast
     import torch
     from tqdm import tqdm
 
@@ -37,15 +28,13 @@ def main(args: argparse.Namespace) -> int:
     from gitlib.tracking.grid import grid_sources, save_sample_grid
     from gitlib.train.generator import GeneratorTrainer
     from gitlib.train.runtime import make_generator, pick_device, set_threads
-    from sweeps.config import load_config
 
-    cfg, _ = load_config(args.config, args.overrides)
     gcfg = cfg.generator
     device = pick_device()
     if device.type == "cpu":
         set_threads(1)  # small convs on a shared CPU run fastest on one thread
     data = get_dataset(cfg.dataset, cfg.storage_path)
-    run_dir = _run_dir(cfg.storage_path)
+    run_dir = new_run_dir(cfg.storage_path, "generator")
     print(f"data: {cfg.dataset.source} {tuple(data.train_x.shape)}, class counts {data.class_counts.tolist()}")
     print(f"device: {device}; run folder: {run_dir}")
 
