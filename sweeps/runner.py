@@ -276,8 +276,9 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
     print_summary(cfg, paths, trials, tracker)
     if errored or unfinished:
         extra = "" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_path}"
+        flag = " --restart-errored" if errored else ""  # unfinished trials need no flag to continue
         print(f"{errored} trial(s) errored, {len(unfinished)} unfinished. To rerun them:\n"
-              f"  gitsweep resume {cfg.name} --restart-errored{extra}", flush=True)
+              f"  gitsweep resume {cfg.name}{flag}{extra}", flush=True)
         return 1
     return 0
 
