@@ -171,10 +171,8 @@ def _train(entry: StoredGenerator, cfg: GeneratorConfig, data: BuiltDataset, dev
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # older / richer pickles: our own file, so a full load is acceptable
-        return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint never unpickles code, even from a shared storage path
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _quality(trainer: Any, cfg: GeneratorConfig, data: BuiltDataset, device: torch.device) -> dict[str, float]:

@@ -65,10 +65,8 @@ def _should_fail(cfg: SweepConfig) -> bool:
 
 
 def _load_state(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a state with non-tensor objects (e.g. numpy RNG): our own file, full load is safe
-        return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint never unpickles code, even from a shared storage path
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _read_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:

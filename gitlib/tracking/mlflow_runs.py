@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import subprocess
 import tempfile
 import time
@@ -122,7 +123,15 @@ def log_params(c: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
 
 def _param_value(v: Any) -> str:
     text = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
-    return text[:6000]
+    return redact_uri(text)[:6000]
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/@\s]+@")
+
+
+def redact_uri(text: str) -> str:
+    """'postgresql://user:pw@host/db' -> 'postgresql://***@host/db': credentials never reach logs or params."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
@@ -174,6 +183,7 @@ def finish_run(c: MlflowClient, run_id: str, status: str = "FINISHED", error: st
 
 def ui_command(uri: str, artifact_root: str | None) -> str:
     """The `mlflow ui` command that shows this store."""
+    uri = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"open {uri} (MLflow tracking server)"
     cmd = f"mlflow ui --backend-store-uri {uri}"

@@ -36,12 +36,12 @@ def test_gpu_request_without_gpu_refused_and_pin_reported(tmp_path: Path, storag
 def test_space_maps_to_optuna_distributions() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    cfg, pinned = load_config("demo", ["search.space.classifier.epochs={type: int, low: 2, high: 6, step: 2}",
+    cfg, pinned = load_config("demo", ["search.space.classifier.epochs={type: int, low: 6, high: 10, step: 2}",
                                        "search.space.classifier.lr={type: loguniform, low: 0.001, high: 0.1}"])
     d = distributions(cfg)
     assert isinstance(d["classifier.gen_frac"], FloatDistribution)
     assert d["dataset.imbalance_ratio"] == CategoricalDistribution([10, 50, 100])
-    assert d["classifier.epochs"] == IntDistribution(2, 6, step=2)
+    assert d["classifier.epochs"] == IntDistribution(6, 10, step=2)
     assert d["classifier.lr"].log  # loguniform -> log-scaled float
     assert pinned == []
 
@@ -75,7 +75,8 @@ def test_multi_objective_nsga2_and_asha_build() -> None:
     assert searcher.mode == ["max", "min"]
     assert isinstance(searcher._sampler, NSGAIISampler)
     assert searcher._ot_study.directions[1].name == "MINIMIZE"  # tail eKLD is minimised
-    cfg, _ = load_config("demo", ["search.scheduler=asha", "search.grace_period=2"])
+    cfg, _ = load_config("demo", ["search.scheduler=asha", "search.grace_period=2",
+                                  "search.metric=[test/balanced_acc]", "search.mode=[max]"])
     tc = tune_config(cfg)
     assert isinstance(tc.scheduler, ASHAScheduler) and tc.scheduler._metric == "val/balanced_acc"
     assert isinstance(tc.search_alg._sampler, TPESampler)  # TPE by default
