@@ -141,7 +141,21 @@ class SweepConfig:
                     raise ConfigError(f"search.space.{key}", f"proposes {v!r}, but {exc}") from None
 
     @property
+    def storage_uri(self) -> str | None:
+        """The storage as a pyarrow file system URI (s3://, gs://, file://...), or None for a POSIX path."""
+        from sweeps.storage import is_uri, normalize
+
+        raw = self.storage or os.environ.get("GITSWEEP_HOME")
+        return normalize(raw) if is_uri(raw) else None
+
+    @property
     def storage_path(self) -> Path:
+        """The storage folder; for URI storage, the local cache folder that mirrors it (sweeps.storage)."""
+        uri = self.storage_uri
+        if uri is not None:
+            from sweeps.storage import cache_root
+
+            return cache_root(uri)
         return Path(self.storage or os.environ.get("GITSWEEP_HOME") or "gitsweep-runs").resolve()
 
     @property

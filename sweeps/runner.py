@@ -6,6 +6,10 @@ Layout of one sweep, `<storage>/sweeps/<name>/`:
     sweep.json      tracking URI, experiment, parent run id, Tune experiment path
     tune/           the Tune experiment (trial folders, checkpoints, searcher state)
     report/         written by `gitsweep report`
+
+With a storage URI (`s3://...`, see sweeps.storage) that folder is `<uri>/sweeps/<name>/`: Tune writes
+`tune/` there itself, config.yaml and sweep.json are uploaded, and a local copy of them lives in the
+cache folder (`SweepPaths.root`), where `report/` is written too.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ TUNE_DIR = "tune"
 
 @dataclass(frozen=True)
 class SweepPaths:
-    root: Path  # <storage>/sweeps/<name>
+    root: Path  # <storage>/sweeps/<name> (with a storage URI: its local copy in the cache)
+    remote: str | None = None  # <uri>/sweeps/<name> with a storage URI
+
+    @property
+    def tune_target(self) -> str:
+        """Where the Tune experiment is: a local folder or a URI."""
+        return f"{self.remote}/{TUNE_DIR}" if self.remote else str(self.tune)
 
     @property
     def config(self) -> Path:
@@ -52,12 +62,51 @@ def default_storage(storage: str | None = None) -> Path:
     return Path(storage or os.environ.get("GITSWEEP_HOME") or "gitsweep-runs").resolve()
 
 
+def storage_uri(storage: str | None = None) -> str | None:
+    """`storage` (or GITSWEEP_HOME) when it is a URI, else None."""
+    from sweeps.storage import is_uri, normalize
+
+    raw = storage or os.environ.get("GITSWEEP_HOME")
+    return normalize(raw) if is_uri(raw) else None
+
+
+def _remote_sweep(remote: str) -> SweepPaths | None:
+    """The sweep stored at URI `remote` (<uri>/sweeps/<name>), its config and meta copied to the cache."""
+    from sweeps import storage as st
+
+    remote = st.normalize(remote)
+    if not st.exists(st.join(remote, "sweep.json")):
+        return None
+    meta = json.loads(st.read_text(st.join(remote, "sweep.json")))
+    paths = SweepPaths(st.cache_root(meta["storage"]) / "sweeps" / meta["name"], remote)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "sweep.json"):
+        (paths.root / name).write_text(st.read_text(st.join(remote, name)))
+    return paths
+
+
 def find_sweep(name_or_path: str, storage: str | None = None) -> SweepPaths:
-    """A sweep by name (under the storage) or by path (its folder or its Tune folder)."""
+    """A sweep by name (under the storage) or by path (its folder or its Tune folder, or their URIs)."""
+    from sweeps.storage import is_uri, join
+
+    if is_uri(name_or_path):
+        remote = name_or_path.rstrip("/")
+        for cand in (remote, remote.rsplit("/", 1)[0]):
+            found = _remote_sweep(cand)
+            if found is not None:
+                return found
+        raise DataError(name_or_path, "no such sweep (no sweep.json there)")
     path = Path(name_or_path)
     for cand in (path, path.parent):
         if (cand / "sweep.json").is_file():
-            return SweepPaths(cand.resolve())
+            remote = json.loads((cand / "sweep.json").read_text()).get("remote")
+            return SweepPaths(cand.resolve(), remote)
+    uri = storage_uri(storage)
+    if uri is not None:
+        found = _remote_sweep(join(uri, "sweeps", name_or_path))
+        if found is None:
+            raise DataError(name_or_path, f"no such sweep (looked for {join(uri, 'sweeps', name_or_path)}/sweep.json)")
+        return found
     by_name = default_storage(storage) / "sweeps" / name_or_path
     if (by_name / "sweep.json").is_file():
         return SweepPaths(by_name)
@@ -74,9 +123,20 @@ def resolve_config(config: str, overrides: list[str], name: str | None, storage:
     cfg, pinned = load_config(config, overrides)
     if name:
         cfg = replace(cfg, name=name)
-    cfg = replace(cfg, storage=str(default_storage(storage or cfg.storage)))
+    uri = storage_uri(storage or cfg.storage)
+    cfg = replace(cfg, storage=uri or str(default_storage(storage or cfg.storage)))
     if tracking_uri:
         cfg = replace(cfg, tracking=TrackingConfig(uri=tracking_uri, experiment=cfg.tracking.experiment))
+    if uri is not None:
+        from sweeps import storage as st
+
+        st.fs_path(uri)  # an unusable URI (unknown scheme, ...) is a ConfigError naming `storage`
+        if not (cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+            raise ConfigError("tracking.uri", f"storage {uri} is a URI, and MLflow's default SQLite database "
+                                              "cannot live there: pass --tracking-uri (an MLflow server, or "
+                                              "sqlite:////local/path/mlflow.db), MLFLOW_TRACKING_URI or tracking.uri")
+        # pinned, so trials and `resume` use the same one whatever their environment
+        cfg = replace(cfg, tracking=TrackingConfig(uri=cfg.tracking_uri, experiment=cfg.tracking.experiment))
     cfg.validate()
     return cfg, pinned
 
@@ -151,7 +211,7 @@ def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
 
     return tune.RunConfig(
         name=TUNE_DIR,
-        storage_path=str(paths.root),
+        storage_path=paths.remote or str(paths.root),
         callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -159,11 +219,23 @@ def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
     )
 
 
+def sweep_paths(cfg: SweepConfig) -> SweepPaths:
+    uri = cfg.storage_uri
+    return SweepPaths(cfg.storage_path / "sweeps" / cfg.name, f"{uri}/sweeps/{cfg.name}" if uri else None)
+
+
+def _exists(paths: SweepPaths) -> bool:
+    if paths.remote is None:
+        return paths.meta.exists()
+    from sweeps import storage as st
+
+    return st.exists(st.join(paths.remote, "sweep.json"))
+
+
 def free_name(cfg: SweepConfig) -> str:
     """The config's name, or name-2, name-3, ... when a sweep of that name is already stored."""
-    root = cfg.storage_path / "sweeps"
     name, i = cfg.name, 1
-    while (root / name / "sweep.json").exists():
+    while _exists(sweep_paths(replace(cfg, name=name))):
         i += 1
         name = f"{cfg.name}-{i}"
     return name
@@ -178,15 +250,15 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
     from sweeps.tracking import MlflowCallback
 
     search.check(cfg)
-    paths = SweepPaths(cfg.storage_path / "sweeps" / cfg.name)
-    if paths.meta.exists():
+    paths = sweep_paths(cfg)
+    if _exists(paths):
         if explicit_name:
-            raise UserError(f"sweep '{cfg.name}' already exists in {paths.root}: `gitsweep resume {cfg.name}` "
-                            "continues it, another --name starts a new one")
+            raise UserError(f"sweep '{cfg.name}' already exists in {paths.remote or paths.root}: "
+                            f"`gitsweep resume {cfg.name}` continues it, another --name starts a new one")
         name = free_name(cfg)
         print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
         cfg = replace(cfg, name=name)
-        paths = SweepPaths(cfg.storage_path / "sweeps" / cfg.name)
+        paths = sweep_paths(cfg)
     started = connect_ray(address)
     try:
         check_resources(cfg)
@@ -195,9 +267,15 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
         paths.config.write_text(text)
         tracker = _tracker(cfg, None)
         parent = tracker.open_parent(text)
-        meta = {"name": cfg.name, "storage": str(cfg.storage_path), "tune_path": str(paths.tune),
+        meta = {"name": cfg.name, "storage": cfg.storage_uri or str(cfg.storage_path), "tune_path": paths.tune_target,
                 "tracking_uri": cfg.tracking_uri, "experiment": cfg.experiment, "parent_run_id": parent,
                 "artifact_root": tracker.artifact_root}
+        if paths.remote:
+            from sweeps import storage as st
+
+            meta["remote"] = paths.remote
+            st.write_text(st.join(paths.remote, "config.yaml"), text)
+            st.write_text(st.join(paths.remote, "sweep.json"), json.dumps(meta, indent=1))
         paths.meta.write_text(json.dumps(meta, indent=1))
         search.disable_strict_metric_check()
         tuner = tune.Tuner(
@@ -206,7 +284,7 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
             run_config=_run_config(cfg, paths, MlflowCallback(tracker, cfg.classifier.epochs)),
         )
         print(f"sweep {cfg.name}: {cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time, "
-              f"searching {', '.join(cfg.search.space)}; results in {paths.root}", flush=True)
+              f"searching {', '.join(cfg.search.space)}; results in {paths.remote or paths.root}", flush=True)
         tuner.fit()
         return finish(cfg, paths, tracker)
     finally:
@@ -224,17 +302,17 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     paths = find_sweep(name_or_path, storage)
     cfg, _ = load_config(str(paths.config))
     meta = load_meta(paths)
-    if not tune.Tuner.can_restore(str(paths.tune)):
-        raise DataError(str(paths.tune), "no restorable Tune experiment here (did the sweep start?)")
+    if not tune.Tuner.can_restore(paths.tune_target):
+        raise DataError(paths.tune_target, "no restorable Tune experiment here (did the sweep start?)")
     started = connect_ray(address)
     try:
         check_resources(cfg)
         tracker = _tracker(cfg, meta["parent_run_id"])
         tracker.open_parent(paths.config.read_text())
         search.disable_strict_metric_check()
-        tuner = tune.Tuner.restore(str(paths.tune), trainables.trainable_for(cfg), resume_unfinished=True,
+        tuner = tune.Tuner.restore(paths.tune_target, trainables.trainable_for(cfg), resume_unfinished=True,
                                    resume_errored=False, restart_errored=restart_errored)
-        print(f"resuming sweep {cfg.name} from {paths.tune}", flush=True)
+        print(f"resuming sweep {cfg.name} from {paths.tune_target}", flush=True)
         tuner.fit()
         return finish(cfg, paths, tracker)
     finally:
@@ -252,6 +330,12 @@ def load_trials(paths: SweepPaths) -> list[Any]:
     """The trials of a sweep's Tune experiment, read from its saved state (no Ray needed)."""
     from ray.tune import ExperimentAnalysis
 
+    if paths.remote is not None:
+        from sweeps import storage as st
+
+        if not st.exists(paths.tune_target):
+            return []
+        return list(ExperimentAnalysis(paths.tune_target).trials)
     if not paths.tune.is_dir():
         return []
     return list(ExperimentAnalysis(str(paths.tune)).trials)
@@ -275,7 +359,10 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
     tracker.close_parent(errored + len(unfinished))
     print_summary(cfg, paths, trials, tracker)
     if errored or unfinished:
-        extra = "" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_path}"
+        if cfg.storage_uri is not None:
+            extra = f" --storage {cfg.storage_uri}"
+        else:
+            extra = "" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_path}"
         flag = " --restart-errored" if errored else ""  # unfinished trials need no flag to continue
         print(f"{errored} trial(s) errored, {len(unfinished)} unfinished. To rerun them:\n"
               f"  gitsweep resume {cfg.name}{flag}{extra}", flush=True)

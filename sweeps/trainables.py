@@ -111,6 +111,30 @@ def _fail_fatal(reason: str, meta: dict[str, Any]) -> None:
     raise NonRetryable(reason)
 
 
+def shared_dataset(cfg: SweepConfig) -> Any:
+    """The trial's built data set from the storage's shared store (a POSIX folder or a URI)."""
+    uri = cfg.storage_uri
+    if uri is None:
+        from gitlib.data.store import get_dataset
+
+        return get_dataset(cfg.dataset, cfg.storage_path)
+    from sweeps import storage
+
+    return storage.get_dataset(cfg.dataset, uri)
+
+
+def shared_generator(cfg: SweepConfig, data: Any, device: torch.device) -> Any:
+    """The shared generator for the trial's data set and generator config (trained once, shared)."""
+    uri = cfg.storage_uri
+    if uri is None:
+        from sweeps.generator_store import get_generator
+
+        return get_generator(cfg.generator, data, cfg.storage_path, device)
+    from sweeps import storage
+
+    return storage.get_generator(cfg.generator, data, uri, device)
+
+
 def classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one classifier (GIT with a shared generator when classifier.augment == 'git')."""
     try:
@@ -120,15 +144,12 @@ def classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
 
 
 def _classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
-    from gitlib.data.store import get_dataset
     from gitlib.train.classifier import ClassifierTrainer
-    from sweeps.generator_store import get_generator
 
     cfg = trial_config(base, config)
     set_threads(cfg.resources.cpu)
     device = _device(cfg)
-    storage = cfg.storage_path
-    data = get_dataset(cfg.dataset, storage)
+    data = shared_dataset(cfg)
     state, meta, final = _read_checkpoint()
 
     augmenter = None
@@ -136,7 +157,7 @@ def _classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     if cfg.classifier.augment == "git" and cfg.classifier.gen_frac > 0:
         from gitlib.models.munit import load_generator
 
-        entry = get_generator(cfg.generator, data, storage, device)
+        entry = shared_generator(cfg, data, device)
         augmenter = load_generator(entry.model_path, device)
         extra = {"generator/digest": entry.digest, "generator/folder": str(entry.folder)}
     ccfg = cfg.classifier
@@ -204,7 +225,6 @@ def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
 
 
 def _generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
-    from gitlib.data.store import get_dataset
     from gitlib.models.munit import save_generator
     from gitlib.train.generator import GeneratorTrainer
     from sweeps import generator_store
@@ -212,7 +232,7 @@ def _generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     cfg = trial_config(base, config)
     set_threads(cfg.resources.cpu)
     device = _device(cfg)
-    data = get_dataset(cfg.dataset, cfg.storage_path)
+    data = shared_dataset(cfg)
     state, _, final = _read_checkpoint()
     trainer = GeneratorTrainer(cfg.generator, data, cfg.seed, device)
     if state is not None:

@@ -100,3 +100,11 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert torch.equal(model.sample(x, make_generator(1, CPU)), loaded.sample(x, make_generator(1, CPU)))
     with pytest.raises(DataError):
         load_generator(tmp_path / "missing.pt")
+
+
+def test_generator_config_defaults_are_the_cpu_preset() -> None:
+    from gitlib.models.munit import preset_config
+    from gitlib.train.config import GeneratorConfig
+
+    # the YAML-facing defaults and the named CPU preset must not drift apart
+    assert GeneratorConfig() == preset_config("cpu")
