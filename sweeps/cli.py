@@ -42,14 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("sweep", help="sweep name or path")
     resume.add_argument("--restart-errored", action="store_true", help="also rerun errored trials")
     resume.add_argument("--address", help="Ray cluster address")
-    resume.add_argument("--storage", help="storage path (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    resume.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
     resume.set_defaults(module="sweeps.commands.sweep", func="resume")
 
     for name, text in (("status", "trials: state, config, key metrics"),
                        ("report", "tables and plots, also logged to the parent run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("sweep", help="sweep name or path")
-        p.add_argument("--storage", help="storage path (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+        p.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
         p.set_defaults(module="sweeps.commands.sweep", func=name)
 
     presets = sub.add_parser("presets", help="list the bundled configs")

@@ -146,7 +146,7 @@ class SweepConfig:
         from sweeps.storage import is_uri, normalize
 
         raw = self.storage or os.environ.get("GITSWEEP_HOME")
-        return normalize(raw) if is_uri(raw) else None
+        return normalize(raw) if raw is not None and is_uri(raw) else None
 
     @property
     def storage_path(self) -> Path:

@@ -67,7 +67,7 @@ def storage_uri(storage: str | None = None) -> str | None:
     from sweeps.storage import is_uri, normalize
 
     raw = storage or os.environ.get("GITSWEEP_HOME")
-    return normalize(raw) if is_uri(raw) else None
+    return normalize(raw) if raw is not None and is_uri(raw) else None
 
 
 def _remote_sweep(remote: str) -> SweepPaths | None:
@@ -90,9 +90,9 @@ def find_sweep(name_or_path: str, storage: str | None = None) -> SweepPaths:
     from sweeps.storage import is_uri, join
 
     if is_uri(name_or_path):
-        remote = name_or_path.rstrip("/")
-        for cand in (remote, remote.rsplit("/", 1)[0]):
-            found = _remote_sweep(cand)
+        target = name_or_path.rstrip("/")
+        for uri_cand in (target, target.rsplit("/", 1)[0]):
+            found = _remote_sweep(uri_cand)
             if found is not None:
                 return found
         raise DataError(name_or_path, "no such sweep (no sweep.json there)")

@@ -7,7 +7,8 @@ A POSIX storage path (the default) is used as it always was: this module is only
 - Built data sets and generators live under `<uri>/datasets/<digest>/` and `<uri>/generators/<digest>/`.
   Each process works in a local cache folder (`$GITSWEEP_CACHE/<hash of uri>`, default
   `~/.cache/gitsweep/<hash>`): it downloads a finished folder when the remote one has its completion
-  marker (`manifest.json`, `READY`), otherwise builds or trains locally and uploads, marker last.
+  marker (`manifest.json`, `READY`), otherwise builds or trains locally and uploads, marker last
+  (a finished generator is uploaded without its training checkpoint).
 - One builder / trainer per digest across the cluster: a lock held in a detached named Ray actor
   (`gitsweep-locks`, namespace `gitsweep`) when running under Ray, a file lock in the cache otherwise.
   A waiting trial polls the lock and then downloads what its holder uploaded.
@@ -238,5 +239,5 @@ def get_generator(cfg: Any, data: Any, uri: str, device: Any, log: Log = print) 
                 download_dir(remote, entry.folder, gs.READY)
             return entry
         gs.get_generator(cfg, data, cache, device, log)  # trains here (or finds a local finished copy)
-        upload_dir(entry.folder, remote, gs.READY, skip=(".lock",))
+        upload_dir(entry.folder, remote, gs.READY, skip=(".lock", "checkpoint.pt"))  # finished: no resume state
     return entry

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import base_env, free_port, remove_tree, run_gitsweep, short_tmpdir, tiny_sweep, write_yaml
+from cluster_helpers import (
+    base_env,
+    free_port,
+    remove_tree,
+    run_gitsweep,
+    short_tmpdir,
+    tiny_sweep,
+    write_yaml,
+)
 
 BUCKET = "gitsweep-test"
 
@@ -118,3 +126,32 @@ def test_uri_storage_without_tracking_uri_is_refused(workdir: Path) -> None:
     assert out.returncode == 2, out.stdout[-3000:]
     assert "tracking.uri" in out.stdout and "Traceback" not in out.stdout  # rule: one line naming the key
     assert not (workdir / "store").exists()  # nothing written
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_resume_by_name_from_uri_storage(workdir: Path) -> None:
+    """`resume NAME --storage URI` finds the sweep from the store alone (a fresh cache) and continues the
+    Tune experiment that lives there, with the tracking URI the sweep pinned."""
+    from mlflow import MlflowClient
+
+    sweep = tiny_sweep("file-sweep")
+    sweep["search"]["num_samples"] = 1
+    config = write_yaml(workdir / "tiny.yaml", sweep)
+    uri = f"file://{workdir}/store"
+    db = workdir / "mlflow.db"
+    env = base_env(GITSWEEP_CACHE=str(workdir / "cache"))
+    out = run_gitsweep(["run", str(config), "--storage", uri, "--tracking-uri", f"sqlite:///{db}"], env, workdir)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert (workdir / "store" / "sweeps" / "file-sweep" / "tune").is_dir()  # Tune wrote to the URI itself
+
+    env2 = {**env, "GITSWEEP_CACHE": str(workdir / "cache2")}
+    res = run_gitsweep(["resume", "file-sweep", "--storage", uri], env2, workdir)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert f"resuming sweep file-sweep from {uri}/sweeps/file-sweep/tune" in res.stdout
+    assert "1 terminated" in res.stdout
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("file-sweep")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'classifier'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same run, no twin
