@@ -21,6 +21,7 @@ from pathlib import Path
 TRIALS = 4
 CONCURRENCY = 2
 SEEDS = list(range(TRIALS))
+EXTRA = [a for a in os.environ.get("BENCH_SWEEP_SET", "").split() if a]  # extra --set overrides
 
 
 def _config(storage: Path):  # -> SweepConfig
@@ -32,6 +33,7 @@ def _config(storage: Path):  # -> SweepConfig
         # the ratio measures the per-trial machinery rather than a fixed start-up spread over tiny trials
         "dataset.imbalance_ratio=100", "dataset.max_per_class=500", "dataset.test_per_class=50",
         "classifier.augment=none", "classifier.ekld_samples=30", "classifier.ekld_per_class=50",
+        *EXTRA,
         f"search.num_samples={TRIALS}", f"search.max_concurrent={CONCURRENCY}", "search.sampler=grid",
         "search.points_to_evaluate=[]",
         "search.space={seed: {type: categorical, choices: " + str(SEEDS) + "}}",

@@ -23,7 +23,7 @@ from gitlib.tracking import mlflow_runs as mr
 from sweeps import trainables
 
 # Result keys worth logging: everything namespaced (train/, val/, test/, ekld/, loss/, ...) plus lr.
-SKIP_PREFIXES = ("config/", "generator/")
+SKIP_PREFIXES = ("config/", "generator/", "trial/final")
 PLAIN_KEYS = ("lr", "epoch", "iteration")
 
 
@@ -244,6 +244,7 @@ class MlflowCallback(tune.Callback):
     def __init__(self, tracker: SweepTracker, epochs: int) -> None:
         self.tracker = tracker
         self.epochs = epochs
+        self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
 
     def _say(self, trial: Any, text: str) -> None:
         params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(trial.config.items()))
@@ -256,6 +257,7 @@ class MlflowCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.tracker.log_result(trial.trial_id, trial.config, result)
+        self._final_due[trial.trial_id] = bool(result.get(trainables.FINAL_KEY))
         if "epoch" in result:
             head = f"epoch {int(result['epoch'])}/{self.epochs}"
         else:
@@ -264,7 +266,10 @@ class MlflowCallback(tune.Callback):
         self._say(trial, f"{head} {shown}")
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        self.tracker.log_final(trial.trial_id, trial.config, checkpoint)
+        # Only the final report's checkpoint has artifacts to log: skip the per-epoch ones (driver CPU on a
+        # small machine). on_trial_complete logs the final anyway if this callback order ever differs.
+        if self._final_due.pop(trial.trial_id, False):
+            self.tracker.log_final(trial.trial_id, trial.config, checkpoint)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.log_final(trial.trial_id, trial.config, trial.checkpoint)

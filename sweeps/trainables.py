@@ -26,6 +26,7 @@ from sweeps.config import SweepConfig, with_value
 STATE = "state.pt"
 META = "meta.json"
 FINAL = "final.json"
+FINAL_KEY = "trial/final"  # metric set on the result whose checkpoint holds FINAL
 PER_CLASS = "per_class.parquet"
 EKLD_PNG = "ekld_vs_class_size.png"
 FATAL = "fatal.json"  # a non-retryable failure (diverged loss): a retry fails at once with the same reason
@@ -93,6 +94,8 @@ def _report(metrics: dict[str, Any], files: dict[str, Any] | None) -> None:
     if files is None:
         tune.report(metrics)
         return
+    if FINAL in files:
+        metrics = {**metrics, FINAL_KEY: 1.0}  # tells the driver's MLflow callback there is a final to log
     with tempfile.TemporaryDirectory(prefix="gitsweep-ckpt-") as tmp:
         for name, obj in files.items():
             path = Path(tmp) / name
