@@ -9,8 +9,10 @@ the eKLD figure, final.json) go into the last checkpoint, where the driver's MLf
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,15 +140,23 @@ def shared_generator(cfg: SweepConfig, data: Any, device: torch.device) -> Any:
     return storage.get_generator(cfg.generator, data, uri, device)
 
 
+def _user_errors_not_retried(trial: Callable[[dict[str, Any], dict[str, Any]], None]
+                             ) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """A bad config or data file inside a trial fails it at once: retrying cannot help."""
+
+    @functools.wraps(trial)
+    def run(config: dict[str, Any], base: dict[str, Any]) -> None:
+        try:
+            trial(config, base)
+        except UserError as exc:
+            raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
+
+    return run
+
+
+@_user_errors_not_retried
 def classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one classifier (GIT with a shared generator when classifier.augment == 'git')."""
-    try:
-        _classifier_trial(config, base)
-    except UserError as exc:  # a bad config or data file: retrying cannot help
-        raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
-
-
-def _classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     from gitlib.train.classifier import ClassifierTrainer
 
     cfg = trial_config(base, config)
@@ -218,16 +228,10 @@ def _final_files(trainer: Any, cfg: SweepConfig, metrics: dict[str, Any]) -> dic
                 FINAL: json.dumps(summary)}
 
 
+@_user_errors_not_retried
 def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one generator as a trial (sweeping generator.* knobs): losses and a checkpoint every
     generator.checkpoint_every iterations, label preservation / diversity and a sample grid at the end."""
-    try:
-        _generator_trial(config, base)
-    except UserError as exc:
-        raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
-
-
-def _generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     from gitlib.models.munit import save_generator
     from gitlib.train.generator import GeneratorTrainer
     from sweeps import generator_store

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from cluster_helpers import (
     free_port,
     node_ports,
     processes_mentioning,
-    remove_tree,
-    short_tmpdir,
     tiny_sweep,
     token_env,
     wait_for_nodes,
@@ -28,13 +25,6 @@ from cluster_helpers import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    folder = short_tmpdir("gsj")
-    yield folder
-    remove_tree(folder)
 
 
 def test_ray_job_submit_runs_a_sweep(workdir: Path) -> None:

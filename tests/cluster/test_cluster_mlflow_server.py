@@ -9,7 +9,6 @@ import json
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,22 +22,13 @@ from cluster_helpers import (
     listening_addresses,
     mlflow_server,
     postgres,
-    remove_tree,
     run_gitsweep,
-    short_tmpdir,
     tiny_sweep,
     token_env,
     write_yaml,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(360)]
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    folder = short_tmpdir("gsm")
-    yield folder
-    remove_tree(folder)
 
 
 def _request(url: str, user: str | None = None, password: str | None = None, body: dict | None = None) -> int:

@@ -12,21 +12,12 @@ import pytest
 from cluster_helpers import (
     base_env,
     free_port,
-    remove_tree,
     run_gitsweep,
-    short_tmpdir,
     tiny_sweep,
     write_yaml,
 )
 
 BUCKET = "gitsweep-test"
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    folder = short_tmpdir("gso")
-    yield folder
-    remove_tree(folder)
 
 
 @pytest.fixture

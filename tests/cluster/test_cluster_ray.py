@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,13 @@ from cluster_helpers import (
     cluster_nodes,
     fake_secrets,
     ray_cluster,
-    remove_tree,
     run_gitsweep,
-    short_tmpdir,
     tiny_sweep,
     token_env,
     write_yaml,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    folder = short_tmpdir("gsr")
-    yield folder
-    remove_tree(folder)
 
 
 def test_sweep_on_two_node_cluster_with_token_auth(workdir: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from cluster_helpers import (
     base_env,
     free_port,
     processes_mentioning,
-    remove_tree,
-    short_tmpdir,
     stop_group,
     tiny_sweep,
     write_yaml,
@@ -39,13 +36,6 @@ SCONTROL = """#!/usr/bin/env bash
 [[ $1 == show && $2 == hostnames ]] || exit 1
 printf 'node1\\nnode2\\n'
 """
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    folder = short_tmpdir("gss")
-    yield folder
-    remove_tree(folder)
 
 
 def test_slurm_script_starts_nodes_runs_gitsweep_and_stops_ray(workdir: Path) -> None:
