@@ -23,7 +23,7 @@ from gitlib.tracking import mlflow_runs as mr
 from sweeps import trainables
 
 # Result keys worth logging: everything namespaced (train/, val/, test/, ekld/, loss/, ...) plus lr.
-SKIP_PREFIXES = ("config/", "generator/", "trial/final")
+SKIP_PREFIXES = ("config/", "generator/", "trial/final", "trial/device")
 PLAIN_KEYS = ("lr", "epoch", "iteration")
 
 
@@ -58,10 +58,11 @@ class SweepTracker:
         self._runs: dict[str, str] = {}
         self._final: set[str] = set()
         self._generators: set[str] = set()
+        self._device_tagged: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _exp_id=None, _runs={}, _final=set(), _generators=set())
+        state.update(_client=None, _exp_id=None, _runs={}, _final=set(), _generators=set(), _device_tagged=set())
         return state
 
     @property
@@ -136,6 +137,10 @@ class SweepTracker:
         values = {k: v for k, v in result.items()
                   if ("/" in k and not k.startswith(SKIP_PREFIXES)) or k in PLAIN_KEYS}
         mr.log_metrics(self.client, run_id, values, step=step)
+        device = result.get("trial/device")
+        if device and trial_id not in self._device_tagged:  # where the trial ran (GPU name, or CPU threads)
+            self.client.set_tag(run_id, mr.DEVICE_TAG, str(device))
+            self._device_tagged.add(trial_id)
         digest, folder = result.get("generator/digest"), result.get("generator/folder")
         if digest and folder and digest not in self._generators:
             self.log_generator(str(digest), Path(str(folder)))

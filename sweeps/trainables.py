@@ -22,7 +22,7 @@ import torch
 from gitlib.configs import flatten, from_dict, to_dict
 from gitlib.errors import UserError
 from gitlib.train.classifier import TrainingDiverged
-from gitlib.train.runtime import pick_device, set_threads
+from gitlib.train.runtime import describe_device, pick_device, set_threads
 from sweeps.config import SweepConfig, with_value
 
 STATE = "state.pt"
@@ -166,13 +166,13 @@ def classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     state, meta, final = _read_checkpoint()
 
     augmenter = None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"trial/device": describe_device(device)}
     if cfg.classifier.augment == "git" and cfg.classifier.gen_frac > 0:
         from gitlib.models.munit import load_generator
 
         entry = shared_generator(cfg, data, device)
         augmenter = load_generator(entry.model_path, device)
-        extra = {"generator/digest": entry.digest, "generator/folder": str(entry.folder)}
+        extra.update({"generator/digest": entry.digest, "generator/folder": str(entry.folder)})
     ccfg = cfg.classifier
     if ccfg.augment == "git" and ccfg.gen_frac == 0:  # GIT with no generated share is the ERM baseline
         ccfg = replace(ccfg, augment="none")
@@ -253,7 +253,8 @@ def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         n = min(gcfg.checkpoint_every - trainer.iteration % gcfg.checkpoint_every, gcfg.iterations - trainer.iteration)
         rec = trainer.train(n, log_every=n)[-1]
         metrics: dict[str, Any] = {f"loss/{k}": v for k, v in rec.items() if k != "iteration"}
-        metrics.update({"iteration": rec["iteration"], "trial/start_iteration": float(start)})
+        metrics.update({"iteration": rec["iteration"], "trial/start_iteration": float(start),
+                        "trial/device": describe_device(device)})
         files: dict[str, Any] = {STATE: trainer.state_dict(), META: json.dumps({"iteration": trainer.iteration})}
         if trainer.iteration >= gcfg.iterations:
             with tempfile.TemporaryDirectory(prefix="gitsweep-gen-") as d:

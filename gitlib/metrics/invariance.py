@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gitlib.models.resnet import inference_copy
 from gitlib.train.augment import Augmenter
 from gitlib.train.runtime import make_generator
 
@@ -66,13 +67,14 @@ def invariance_per_class(model: nn.Module, images: torch.Tensor, labels: torch.T
     per_chunk = max(1, batch_size // num_samples)  # images per chunk
     kl_img, cons_img = [], []
     was_training = model.training
-    model.eval()
+    net = inference_copy(model)  # batch norm folded where the model allows it
+    net.eval()
     try:
         for start in range(0, images.shape[0], per_chunk):
             x = _as_float(images[start:start + per_chunk].to(device))  # (b, C, H, W)
-            logp = F.log_softmax(model(x).float(), dim=1)  # (b, K)
+            logp = F.log_softmax(net(x).float(), dim=1)  # (b, K)
             copies = augmenter.sample(x.repeat_interleave(num_samples, dim=0), gen)  # (b*S, C, H, W)
-            logq = torch.cat([F.log_softmax(model(part).float(), dim=1)
+            logq = torch.cat([F.log_softmax(net(part).float(), dim=1)
                               for part in copies.split(batch_size)])  # (b*S, K)
             logp_rep = logp.repeat_interleave(num_samples, dim=0)  # (b*S, K), row i*S+j pairs with image i
             kl = (logp_rep.exp() * (logp_rep - logq)).sum(dim=1)  # KL(p(y|x) || p(y|T(x))), (b*S,)

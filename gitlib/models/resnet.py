@@ -6,11 +6,13 @@ set from the training set, so every caller (training, eKLD, GIT) feeds the same 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class BasicBlock(nn.Module):
@@ -19,9 +21,9 @@ class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1: nn.Module = nn.BatchNorm2d(out_ch)  # nn.Identity once folded (inference_copy)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2: nn.Module = nn.BatchNorm2d(out_ch)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
@@ -83,6 +85,29 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (N, num_classes)
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy for forward passes only; for a CifarResNet every batch norm is folded into the
+    conv before it: the same function (to float rounding) at about half the CPU time per forward, since
+    eval-mode batch norm is a full extra pass over each activation. Other models come back as themselves,
+    switched to eval mode by the caller."""
+    if not isinstance(model, CifarResNet):
+        return model
+    m = copy.deepcopy(model).eval()
+    m.stem = nn.Sequential(_fold(m.stem[0], m.stem[1]), m.stem[2])
+    for block in m.stages:
+        assert isinstance(block, BasicBlock)
+        block.conv1, block.bn1 = _fold(block.conv1, block.bn1), nn.Identity()
+        block.conv2, block.bn2 = _fold(block.conv2, block.bn2), nn.Identity()
+        if isinstance(block.shortcut, nn.Sequential):
+            block.shortcut = _fold(block.shortcut[0], block.shortcut[1])
+    return m
+
+
+def _fold(conv: nn.Module, bn: nn.Module) -> nn.Conv2d:
+    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    return fuse_conv_bn_eval(conv, bn)
 
 
 def resnet20(**kw: object) -> CifarResNet:

@@ -28,6 +28,7 @@ ROLE_TAG = "gitsweep.role"
 TRIAL_TAG = "gitsweep.trial_id"
 GENERATOR_TAG = "gitsweep.generator"
 ERROR_TAG = "gitsweep.error"
+DEVICE_TAG = "gitsweep.device"  # where the trial ran: "cuda:0 <GPU name>" or "cpu, N threads"
 FINAL_TAG = "gitsweep.final_logged"  # set once final metrics + artifacts are in: makes logging idempotent
 PARENT_TAG = "mlflow.parentRunId"
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "pyarrow", "gitsweep")
@@ -175,10 +176,12 @@ def log_config_artifact(c: MlflowClient, run_id: str, config_yaml: str, name: st
 
 
 def finish_run(c: MlflowClient, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
-    """Terminate a run; a failed one carries its reason as the `gitsweep.error` tag."""
+    """Terminate a run; a failed one carries its reason as the `gitsweep.error` tag. A run already in
+    `status` keeps its end time (the sweep's final reconcile must not move every trial's end to its own)."""
     if error:
         c.set_tag(run_id, ERROR_TAG, error[:5000])
-    c.set_terminated(run_id, status=status)
+    if c.get_run(run_id).info.status != status:
+        c.set_terminated(run_id, status=status)
 
 
 def ui_command(uri: str, artifact_root: str | None) -> str:

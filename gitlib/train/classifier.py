@@ -31,7 +31,7 @@ from gitlib.errors import ConfigError
 from gitlib.metrics import accuracy as acc
 from gitlib.metrics.invariance import invariance_per_class, per_class_subset
 from gitlib.metrics.table import per_class_table
-from gitlib.models.resnet import CifarResNet, build_classifier
+from gitlib.models.resnet import CifarResNet, build_classifier, inference_copy
 from gitlib.train.augment import Augmenter, crop_flip, nuisance_augmenter, threshold_keep_prob
 from gitlib.train.config import ClassifierConfig
 from gitlib.train.losses import build_loss
@@ -203,16 +203,12 @@ class ClassifierTrainer:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Arg-max predictions (N,) for uint8 images (N, C, H, W), in eval mode, batched."""
-        was_training = self.model.training
-        self.model.eval()
+        net = inference_copy(self.model)  # an eval-mode copy with batch norm folded; self.model is untouched
         out = []
-        try:
-            for part in images.split(EVAL_BATCH):
-                x = part.to(self.device).float().div_(255.0)
-                with self.precision.autocast():
-                    out.append(self.model(x).argmax(dim=1))
-        finally:
-            self.model.train(was_training)
+        for part in images.split(EVAL_BATCH):
+            x = part.to(self.device).float().div_(255.0)
+            with self.precision.autocast():
+                out.append(net(x).argmax(dim=1))
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=self.device)
 
     def _accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

@@ -17,6 +17,15 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def describe_device(device: torch.device) -> str:
+    """What a run actually used, for its record: 'cuda:0 NVIDIA H100 80GB HBM3' or 'cpu, 2 threads'."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    n = torch.get_num_threads()
+    return f"{device.type}, {n} thread{'s' if n != 1 else ''}"
+
+
 def set_threads(cpus: float) -> int:
     """One torch thread per CPU granted to this process (small ops on few cores slow down with more)."""
     n = max(1, int(cpus))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gitlib.models.resnet import ARCHITECTURES, NormedLinear, build_classifier
+from gitlib.models.resnet import ARCHITECTURES, NormedLinear, build_classifier, inference_copy
 
 torch.set_num_threads(1)
 
@@ -54,3 +54,29 @@ def test_normed_linear_is_scale_invariant() -> None:
     head = NormedLinear(8, 4)
     f = torch.randn(3, 8)
     assert torch.allclose(head(f), head(5.0 * f), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch,normed_head", [("resnet_small", False), ("resnet20", True)])
+def test_inference_copy_folds_batch_norm_without_changing_outputs(arch: str, normed_head: bool) -> None:
+    torch.manual_seed(0)
+    model = build_classifier(arch, 1, 10, normed_head=normed_head, mean=[0.3], std=[0.2])
+    with torch.no_grad():  # a few training-mode passes give the batch norms non-trivial running statistics
+        for _ in range(3):
+            model(torch.rand(64, 1, 16, 16) * 2)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = inference_copy(model)
+    x = torch.rand(32, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+
+
+def test_inference_copy_leaves_other_models_alone() -> None:
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert inference_copy(other) is other

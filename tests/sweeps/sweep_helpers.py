@@ -47,8 +47,9 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
 
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
+    path = [str(Path(__file__).resolve().parents[2]), *filter(None, [env.get("PYTHONPATH")])]  # keep the caller's
     env.update({"GITSWEEP_NUM_CPUS": "2", "GITSWEEP_JUDGE_ITERATIONS": "40", "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                "PYTHONPATH": os.pathsep.join(path)})
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
@@ -94,10 +95,10 @@ def kill_tree(proc: subprocess.Popen) -> list[int]:
     return pids
 
 
-def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """`gitsweep ARGS` in its own session; on timeout the whole tree is killed."""
+def run_cli(args: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`gitsweep ARGS` in its own session (with `env` added to cli_env()); on timeout the whole tree is killed."""
     proc = subprocess.Popen([*GITSWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(), start_new_session=True)
+                            env={**cli_env(), **(env or {})}, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

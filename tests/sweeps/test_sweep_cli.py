@@ -24,8 +24,9 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path: Path, storage: Path) ->
 def test_gpu_request_without_gpu_refused_and_pin_reported(tmp_path: Path, storage: Path) -> None:
     path = write_config(tmp_path / "c.yaml", tiny_config("gpu"))
     start = time.monotonic()
+    # No visible GPU, so the embedded Ray cluster has none, on a GPU machine too.
     res = run_cli(["run", str(path), "--set", "classifier.gen_frac=0.3", "--set", "resources.gpu=1",
-                   "--storage", str(storage)], timeout=180)
+                   "--storage", str(storage)], timeout=180, env={"CUDA_VISIBLE_DEVICES": ""})
     assert res.returncode == 2, res.stdout + res.stderr  # a request no node can meet is refused
     assert "resources.gpu" in res.stderr and "Traceback" not in res.stderr
     assert "pinned classifier.gen_frac=0.3 (removed from search.space)" in res.stdout  # the pin is reported

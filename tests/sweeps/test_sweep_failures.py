@@ -34,6 +34,7 @@ def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:
     assert len(trials) == 4  # one run per trial: retries did not create twins
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials + gens)
     assert not [r for r in runs if r.info.status == "RUNNING"]  # nothing left running
+    assert {r.data.tags["gitsweep.device"] for r in trials} == {"cpu, 1 thread"}  # where each trial ran
 
     finished = [r for r in trials if r.info.status == "FINISHED"]
     failed = {r.data.tags["gitsweep.param.debug.fail_mode"]: r for r in trials if r.info.status == "FAILED"}
