@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +25,7 @@ from gitlib.errors import UserError
 from gitlib.train.classifier import TrainingDiverged
 from gitlib.train.runtime import describe_device, pick_device, set_threads
 from sweeps.config import SweepConfig, with_value
+from sweeps.pipeline import Report, ReportAhead
 
 STATE = "state.pt"
 META = "meta.json"
@@ -90,24 +92,39 @@ def _read_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any], dict[str,
 
 
 def _report(metrics: dict[str, Any], files: dict[str, Any] | None) -> None:
-    """tune.report with a checkpoint folder holding `files` (name -> tensor state / bytes / text / path)."""
-    from ray import tune
-
-    if files is None:
-        tune.report(metrics)
-        return
-    if FINAL in files:
-        metrics = {**metrics, FINAL_KEY: 1.0}  # tells the driver's MLflow callback there is a final to log
-    with tempfile.TemporaryDirectory(prefix="gitsweep-ckpt-") as tmp:
+    """Report to Tune with a checkpoint folder holding `files` (name -> tensor state / bytes / text), written
+    now; through the trial's ReportAhead queue when the trial runs in its training thread."""
+    folder = None
+    if files is not None:
+        if FINAL in files:
+            metrics = {**metrics, FINAL_KEY: 1.0}  # tells the driver's MLflow callback there is a final to log
+        folder = Path(tempfile.mkdtemp(prefix="gitsweep-ckpt-"))
         for name, obj in files.items():
-            path = Path(tmp) / name
+            path = folder / name
             if isinstance(obj, bytes):
                 path.write_bytes(obj)
             elif isinstance(obj, str):
                 path.write_text(obj)
             else:
                 torch.save(obj, path)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+    report = Report(metrics, folder)
+    if _AHEAD is not None:
+        _AHEAD.submit(report)
+        return
+    try:
+        _tune_report(report)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tune_report(report: Report) -> None:
+    from ray import tune
+
+    if report.folder is None:
+        tune.report(report.metrics)
+    else:
+        tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(report.folder))
 
 
 def _fail_fatal(reason: str, meta: dict[str, Any]) -> None:
@@ -140,21 +157,34 @@ def shared_generator(cfg: SweepConfig, data: Any, device: torch.device) -> Any:
     return storage.get_generator(cfg.generator, data, uri, device)
 
 
-def _user_errors_not_retried(trial: Callable[[dict[str, Any], dict[str, Any]], None]
-                             ) -> Callable[[dict[str, Any], dict[str, Any]], None]:
-    """A bad config or data file inside a trial fails it at once: retrying cannot help."""
+_AHEAD: ReportAhead | None = None  # the running trial's report queue (one trial per process at a time)
+
+
+def _trial_entry(trial: Callable[[dict[str, Any], dict[str, Any]], None]
+                 ) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """Tune's entry point of a trial: the body trains in its own thread and reports ahead (sweeps.pipeline);
+    a bad config or data file inside it fails the trial at once, since retrying cannot help."""
 
     @functools.wraps(trial)
     def run(config: dict[str, Any], base: dict[str, Any]) -> None:
+        global _AHEAD
+
+        def body() -> None:
+            try:
+                trial(config, base)
+            except UserError as exc:
+                raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
+
+        _AHEAD = ReportAhead()
         try:
-            trial(config, base)
-        except UserError as exc:
-            raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
+            _AHEAD.run(body, _tune_report)
+        finally:
+            _AHEAD = None
 
     return run
 
 
-@_user_errors_not_retried
+@_trial_entry
 def classifier_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one classifier (GIT with a shared generator when classifier.augment == 'git')."""
     from gitlib.train.classifier import ClassifierTrainer
@@ -228,7 +258,7 @@ def _final_files(trainer: Any, cfg: SweepConfig, metrics: dict[str, Any]) -> dic
                 FINAL: json.dumps(summary)}
 
 
-@_user_errors_not_retried
+@_trial_entry
 def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Train one generator as a trial (sweeping generator.* knobs): losses and a checkpoint every
     generator.checkpoint_every iterations, label preservation / diversity and a sample grid at the end."""
