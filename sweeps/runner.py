@@ -174,6 +174,7 @@ def connect_ray(address: str | None) -> bool:
         # would then lose the CPU to everything else. A cluster keeps its own setting.
         os.environ.setdefault("RAY_worker_niceness", "0")
         cpus = os.environ.get("GITSWEEP_NUM_CPUS")
+        os.environ.setdefault("MPLBACKEND", "Agg")  # workers only write PNGs; no GUI backend to probe for
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                  num_cpus=int(cpus) if cpus else None,
                  _system_config={"preload_python_modules": list(WORKER_PRELOAD)}, **quiet)  # type: ignore[arg-type]
@@ -184,7 +185,7 @@ def connect_ray(address: str | None) -> bool:
 # What a trial imports, imported by the workers Ray prestarts with a local cluster while the driver sets
 # the sweep up (torch._dynamo: the first torch.optim optimizer imports it lazily, 1.4 s on 2 cores).
 WORKER_PRELOAD = ("torch", "torch._dynamo", "pyarrow.parquet", "sweeps.trainables", "gitlib.data.store",
-                  "gitlib.models.munit")
+                  "gitlib.models.munit", "matplotlib.pyplot")  # pyplot: the final eKLD figure (MPLBACKEND=Agg)
 
 
 def _trials_on_prestarted_workers() -> None:
