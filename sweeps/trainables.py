@@ -2,7 +2,8 @@
 
 A trial gets the sampled values as its Tune config (dotted keys, e.g. `classifier.gen_frac`) and the
 resolved sweep config `base` through `tune.with_parameters`. It reports every epoch (classifier) or
-every `generator.checkpoint_every` iterations (generator), with a checkpoint, and resumes from
+every `generator.checkpoint_every` iterations (generator), with a checkpoint, from a training thread
+that runs ahead of Tune's blocking `tune.report` (sweeps.pipeline), and resumes from
 `tune.get_checkpoint()` after a retry or `gitsweep resume`. Final artifacts (per_class.parquet,
 the eKLD figure, final.json) go into the last checkpoint, where the driver's MLflow callback reads them.
 """
