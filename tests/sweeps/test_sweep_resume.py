@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +32,18 @@ def _checkpointed_epochs(tune_dir: Path) -> list[int]:
     return out
 
 
+def _snapshot_checkpoints(tune_dir: Path) -> list[int]:
+    """Checkpoint indices (0 = the first epoch's) that Tune's experiment snapshot records: what a resume
+    restores from. Tune writes the snapshot periodically, so it can lag the checkpoints on disk."""
+    out = []
+    for state in tune_dir.glob("experiment_state-*.json"):
+        try:
+            out += [int(m) for m in re.findall(r"checkpoint_(\d{6})", state.read_text())]
+        except OSError:
+            continue
+    return out
+
+
 def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
     n = 3
     cfg = tiny_config(
@@ -40,14 +53,17 @@ def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
                 "space": {"seed": {"type": "categorical", "choices": [0, 1, 2]}}},
     )
     path = write_config(tmp_path / "killed.yaml", cfg)
+    # Tune snapshots the experiment every second here (10 s by default), and the kill waits until the
+    # snapshot records a checkpoint past the first epoch: a resume restores what the snapshot holds.
+    env = {**cli_env(), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     proc = subprocess.Popen([*GITSWEEP, "run", str(path), "--storage", str(storage)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=cli_env(), start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     tune_dir = storage / "sweeps" / "killed" / "tune"
     deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and max(_checkpointed_epochs(tune_dir), default=0) < 2:
+        while time.monotonic() < deadline and max(_snapshot_checkpoints(tune_dir), default=0) < 1:
             assert proc.poll() is None, proc.communicate()[0]  # the sweep must still be running
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert max(_checkpointed_epochs(tune_dir), default=0) >= 2, "no trial checkpointed in time"
     finally:
         killed = kill_tree(proc)
