@@ -243,7 +243,11 @@ def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
         storage_path=paths.remote or str(paths.root),
         callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Keep every checkpoint while the sweep runs: a resume restores what Tune's experiment snapshot
+        # names, and that snapshot (written every 10 s or more) can name one many epochs old; with
+        # num_to_keep=2 a killed sweep's trial could point at a deleted checkpoint and fail to resume.
+        # finish() prunes each trial to its newest once fit() has returned.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         verbose=0,
     )
 
@@ -386,6 +390,7 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
     errored = tracker.reconcile(trials)
     unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
     tracker.close_parent(errored + len(unfinished))
+    prune_checkpoints(paths.tune_target)
     print_summary(cfg, paths, trials, tracker)
     if errored or unfinished:
         if cfg.storage_uri is not None:
@@ -397,6 +402,30 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
               f"  gitsweep resume {cfg.name}{flag}{extra}", flush=True)
         return 1
     return 0
+
+
+def prune_checkpoints(tune_target: str) -> int:
+    """Delete every trial's checkpoints but its newest (local folder or URI); returns how many went.
+
+    Safe once fit() has returned: Tune's final experiment snapshot names each trial's newest checkpoint,
+    which is what a later `resume --restart-errored` restores."""
+    import pyarrow.fs as pafs
+
+    if "://" in tune_target:
+        fs, root = pafs.FileSystem.from_uri(tune_target)
+    else:
+        fs, root = pafs.LocalFileSystem(), tune_target
+    removed = 0
+    for trial in fs.get_file_info(pafs.FileSelector(root)):
+        if trial.type != pafs.FileType.Directory or not trial.base_name.startswith("trial_"):
+            continue
+        found = fs.get_file_info(pafs.FileSelector(trial.path))
+        checkpoints = sorted(i.path for i in found
+                             if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+        for path in checkpoints[:-1]:  # checkpoint_NNNNNN: the names sort by index
+            fs.delete_dir(path)
+            removed += 1
+    return removed
 
 
 def print_summary(cfg: SweepConfig, paths: SweepPaths, trials: list[Any], tracker: Any) -> None:

@@ -46,11 +46,13 @@ def _snapshot_checkpoints(tune_dir: Path) -> list[int]:
 
 def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
     n = 3
+    # All n trials run at once (half a CPU each), so Tune's snapshot knows every trial when the kill comes.
     cfg = tiny_config(
         "killed",
-        classifier={"epochs": 8},
-        search={"num_samples": n, "max_concurrent": 2, "sampler": "grid", "max_failures": 1,
+        classifier={"epochs": 30},
+        search={"num_samples": n, "max_concurrent": n, "sampler": "grid", "max_failures": 1,
                 "space": {"seed": {"type": "categorical", "choices": [0, 1, 2]}}},
+        resources={"cpu": 0.5},
     )
     path = write_config(tmp_path / "killed.yaml", cfg)
     # Tune snapshots the experiment every second here (10 s by default), and the kill waits until the
@@ -87,8 +89,11 @@ def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
     starts = [max(metric_history(storage, r, "trial/start_epoch")) for r in trials]
     assert max(starts) >= 1, starts
     for r in trials:
-        assert max(metric_history(storage, r, "epoch")) == 8
+        assert max(metric_history(storage, r, "epoch")) == 30
         assert "test/balanced_acc" in r.data.metrics
+
+    # Every checkpoint was kept while the sweep ran; at its end each trial keeps only its newest.
+    assert all(len(list(d.glob("checkpoint_*"))) == 1 for d in tune_dir.glob("trial_*"))
 
     # The shared generator was completed exactly once, whatever the kill interrupted.
     folders = list((storage / "generators").iterdir())
