@@ -17,13 +17,11 @@ those lines say "estimated".
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
-from benchmarks.bench_classifier import bare_forwards, epoch_overhead, reference_loop
+from benchmarks.bench_classifier import _timed, bare_forwards, epoch_overhead, reference_loop
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.nuisances import get_nuisance
 from gitlib.data.profiles import class_counts
@@ -89,21 +87,13 @@ def main() -> None:
     nuisance = get_nuisance("rotation", degrees=180.0)
     ekld_per_class(model, x_u8[:40].to(device), y[:40].to(device), nuisance, 100, seed=0)  # warm-up
 
-    def timed(fn: Callable[[], object]) -> float:
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    t_ekld = min(timed(lambda: ekld_per_class(model, x_u8.to(device), y.to(device), nuisance, 100, seed=0))
-                 for _ in range(3 if cuda else 1))
+    repeat = 3 if cuda else 1
+    t_ekld = _timed(lambda: ekld_per_class(model, x_u8.to(device), y.to(device), nuisance, 100, seed=0), device,
+                    repeat)
     net, x = inference_copy(model), x_u8.to(device).float() / 255
-    t_bare = min(timed(lambda: bare_forwards(net, x, 100, default_batch_size(device))) for _ in range(3 if cuda else 1))
+    t_bare = _timed(lambda: bare_forwards(net, x, 100, default_batch_size(device)), device, repeat)
     with torch.no_grad():
-        t_ref = timed(lambda: reference_loop(model, x_u8[:, 0].numpy(), y.numpy(), 100, 180.0, device))
+        t_ref = _timed(lambda: reference_loop(model, x_u8[:, 0].numpy(), y.numpy(), 100, 180.0, device), device)
     est = "" if cuda else f" (estimated from {classes} classes)"
     k = CLASSES / classes
     print(f"eKLD, 49 classes x 40 images x 100 copies: {t_ekld * k:.2f} s{est}; its bare forwards "

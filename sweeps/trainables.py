@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -93,8 +92,9 @@ def _read_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any], dict[str,
 
 
 def _report(metrics: dict[str, Any], files: dict[str, Any] | None) -> None:
-    """Report to Tune with a checkpoint folder holding `files` (name -> tensor state / bytes / text), written
-    now; through the trial's ReportAhead queue when the trial runs in its training thread."""
+    """Queue a report for Tune (sweeps.pipeline) with a checkpoint folder holding `files` (name -> tensor
+    state / bytes / text), written now so later training steps cannot change it."""
+    assert _AHEAD is not None, "reports come from a trial body run by _trial_entry"
     folder = None
     if files is not None:
         if FINAL in files:
@@ -108,15 +108,7 @@ def _report(metrics: dict[str, Any], files: dict[str, Any] | None) -> None:
                 path.write_text(obj)
             else:
                 torch.save(obj, path)
-    report = Report(metrics, folder)
-    if _AHEAD is not None:
-        _AHEAD.submit(report)
-        return
-    try:
-        _tune_report(report)
-    finally:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+    _AHEAD.submit(Report(metrics, folder))
 
 
 def _tune_report(report: Report) -> None:
@@ -279,13 +271,13 @@ def generator_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         _report(final, None)
         return
     gcfg = cfg.generator
-    start = trainer.iteration
+    start, where = trainer.iteration, describe_device(device)
     while trainer.iteration < gcfg.iterations:
         n = min(gcfg.checkpoint_every - trainer.iteration % gcfg.checkpoint_every, gcfg.iterations - trainer.iteration)
         rec = trainer.train(n, log_every=n)[-1]
         metrics: dict[str, Any] = {f"loss/{k}": v for k, v in rec.items() if k != "iteration"}
         metrics.update({"iteration": rec["iteration"], "trial/start_iteration": float(start),
-                        "trial/device": describe_device(device)})
+                        "trial/device": where})
         files: dict[str, Any] = {STATE: trainer.state_dict(), META: json.dumps({"iteration": trainer.iteration})}
         if trainer.iteration >= gcfg.iterations:
             with tempfile.TemporaryDirectory(prefix="gitsweep-gen-") as d:
