@@ -1,13 +1,16 @@
 """Sweep overhead: 4 short classifier trials at concurrency 2 (Ray Tune + Optuna + MLflow callback)
-against the same 4 trainings back to back in this process, one thread each.
+against the same 4 trainings back to back in this process, one thread each. A training on either side
+ends as a trial does: final metrics, per_class.parquet and the eKLD-vs-class-size figure written.
 
 Ideal parallel time is sequential / 2 (two trials at once on two cores); the printed ratio
 sweep / (sequential / 2) is the cost of the machinery (Tune's set-up, trial actors, checkpoints,
-reporting, MLflow writes); target <= 1.15. The sequential loop starts timing with torch imported and
-the data set built; the sweep once ray.init has returned (printed separately: a session pays it once)
-and the SQLite tables exist (once per storage). Ray's prestarted workers go on importing the trial code
-after ray.init returns: whatever of that is left counts. The span from the first trial's start to the
-last one's end is printed as well: the rest is Tune's set-up and the final MLflow reconcile.
+reporting, MLflow writes); target <= 1.15. Both sides start timing in the same state: the
+sequential loop with torch imported and the data set built; the sweep once Ray is up and its prestarted
+workers have imported torch and the trial code (runner.WORKER_PRELOAD; they go on importing for a few
+seconds after ray.init returns) and the SQLite tables exist (once per storage). That start-up is paid
+once per session and printed separately, with the ratio it would give if counted. The span from the
+first trial's start to the last one's end is printed as well: the rest is Tune's set-up and the final
+MLflow reconcile.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import io
 import os
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TRIALS = 4
@@ -45,63 +48,90 @@ def _config(storage: Path):  # -> SweepConfig
     return cfg
 
 
-def sequential(cfg) -> float:  # one process, one thread, the trainings back to back
+def sequential(cfg, seeds: list[int]) -> float:  # one process, one thread, the trainings back to back
+    import matplotlib.pyplot  # noqa: F401  (imported before timing, as the sweep's workers preload it)
+    import pyarrow.parquet as pq
     import torch
 
     from gitlib.data.store import get_dataset
+    from gitlib.tracking.plots import ekld_vs_class_size
     from gitlib.train.classifier import ClassifierTrainer
 
     torch.set_num_threads(1)
     data = get_dataset(cfg.dataset, cfg.storage_path)
+    out = cfg.storage_path / "sequential"
+    out.mkdir(exist_ok=True)
     start = time.perf_counter()
-    for seed in SEEDS:
+    for seed in seeds:
         trainer = ClassifierTrainer(cfg.classifier, data, seed, torch.device("cpu"))
         while trainer.epoch < cfg.classifier.epochs:
             trainer.run_epoch()
-        trainer.final_metrics()
+        final, table = trainer.final_metrics()
+        pq.write_table(table, out / f"per_class_{seed}.parquet")
+        ekld_vs_class_size(table, out / f"ekld_vs_class_size_{seed}.png", spearman=final.get("ekld/size_spearman"))
     return time.perf_counter() - start
 
 
-def sweep(cfg) -> tuple[float, float, float]:
-    """(wall time of runner.start, span from the first trial's start to the last trial's end, ray.init)."""
+@dataclass
+class SweepTiming:
+    wall: float  # runner.start, from the call to its return
+    startup: float  # ray.init
+    preload: float  # after ray.init, until the prestarted workers had imported the trial code
+    trials: list[tuple[float, float]]  # (start, end) of each trial's MLflow run, s after runner.start began
+    fresh_workers: bool  # a trial ran in a process other than the prestarted ones
+
+
+def sweep(cfg) -> SweepTiming:
     import ray
 
-    from sweeps import runner
+    from sweeps import runner, worker_procs
 
     os.environ["GITSWEEP_NUM_CPUS"] = str(CONCURRENCY)
     t0 = time.perf_counter()
     runner.connect_ray(None)
     startup = time.perf_counter() - t0
     try:
-        # Ray's prestarted workers import the trial code meanwhile (runner.WORKER_PRELOAD); not waited for.
-        runner._tracker(cfg, None).client.search_experiments()  # creates the SQLite tables: once per storage
-        start = time.perf_counter()
+        pids = worker_procs.wait_until_idle(CONCURRENCY)
+        preload = time.perf_counter() - t0 - startup
+        tracker = runner._tracker(cfg, None)
+        tracker.client.search_experiments()  # creates the SQLite tables: once per storage
+        began, start = time.time(), time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the per-result progress lines
             code = runner.start(cfg)
-        elapsed = time.perf_counter() - start
+        wall = time.perf_counter() - start
     finally:
         ray.shutdown()
     if code != 0:
         raise RuntimeError(f"benchmark sweep failed (exit {code})")
     trials = runner.load_trials(runner.SweepPaths(cfg.storage_path / "sweeps" / cfg.name))
-    ends = [t.last_result["timestamp"] for t in trials]
-    starts = [t.last_result["timestamp"] - t.last_result["time_total_s"] for t in trials]
-    return elapsed, max(ends) - min(starts), startup
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`gitsweep.role` = 'classifier'")
+    spans = sorted((r.info.start_time / 1000 - began, r.info.end_time / 1000 - began) for r in runs)
+    return SweepTiming(wall, startup, preload, spans, not {t.last_result["pid"] for t in trials} <= pids)
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gitsweep-bench-") as tmp:
         cfg = _config(Path(tmp))
-        seq = sequential(cfg)  # also builds the data set, so the sweep's trials only read it
-        par, span, startup = sweep(replace(cfg, name="bench-sweep"))
+        # Half the sequential trainings before the sweep and half after: this machine's speed drifts by
+        # 10% or more over minutes, and both sides of the ratio then see the same drift.
+        half = TRIALS // 2
+        seq = sequential(cfg, SEEDS[:half])  # also builds the data set, so the sweep's trials only read it
+        t = sweep(replace(cfg, name="bench-sweep"))
+        seq += sequential(cfg, SEEDS[half:])
     ideal = seq / CONCURRENCY
-    print(f"sequential: {TRIALS} trainings back to back, 1 thread: {seq:.1f} s")
-    print(f"sweep: {TRIALS} trials at concurrency {CONCURRENCY}: {par:.1f} s (ideal {ideal:.1f} s); "
+    span = max(end for _, end in t.trials) - min(start for start, _ in t.trials)
+    print(f"sequential: {TRIALS} trainings back to back, 1 thread (half before the sweep, half after): "
+          f"{seq:.1f} s ({seq / TRIALS:.1f} s each)")
+    print(f"sweep: {TRIALS} trials at concurrency {CONCURRENCY}: {t.wall:.1f} s (ideal {ideal:.1f} s); "
           f"first trial start to last trial end: {span:.1f} s")
-    print(f"ratio sweep / (sequential / {CONCURRENCY}): {par / ideal:.2f} (target <= 1.15); "
+    print("trials (start-end, s into the sweep): " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in t.trials))
+    if t.fresh_workers:
+        print("note: a trial ran in a freshly started worker process, not a prestarted one")
+    print(f"ratio sweep / (sequential / {CONCURRENCY}): {t.wall / ideal:.2f} (target <= 1.15); "
           f"trial span only: {span / ideal:.2f}")
-    print(f"not in the ratio, paid once per session: ray.init {startup:.1f} s; with it the ratio would be "
-          f"{(par + startup) / ideal:.2f}")
+    once = t.startup + t.preload
+    print(f"not in the ratio, paid once per session: ray.init {t.startup:.1f} s, then the workers' imports "
+          f"{t.preload:.1f} s; with them the ratio would be {(t.wall + once) / ideal:.2f}")
 
 
 if __name__ == "__main__":

@@ -175,17 +175,26 @@ def connect_ray(address: str | None) -> bool:
         os.environ.setdefault("RAY_worker_niceness", "0")
         cpus = os.environ.get("GITSWEEP_NUM_CPUS")
         os.environ.setdefault("MPLBACKEND", "Agg")  # workers only write PNGs; no GUI backend to probe for
+        system = {"preload_python_modules": list(WORKER_PRELOAD),
+                  "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                 num_cpus=int(cpus) if cpus else None,
-                 _system_config={"preload_python_modules": list(WORKER_PRELOAD)}, **quiet)  # type: ignore[arg-type]
+                 num_cpus=int(cpus) if cpus else None, _system_config=system, **quiet)  # type: ignore[arg-type]
         _trials_on_prestarted_workers()
     return True
 
 
 # What a trial imports, imported by the workers Ray prestarts with a local cluster while the driver sets
-# the sweep up (torch._dynamo: the first torch.optim optimizer imports it lazily, 1.4 s on 2 cores).
-WORKER_PRELOAD = ("torch", "torch._dynamo", "pyarrow.parquet", "sweeps.trainables", "gitlib.data.store",
+# the sweep up (torch._dynamo: the first torch.optim optimizer imports it lazily, 1.4 s on 2 cores; ray.tune:
+# unpickling the trial actor's class imports it, 1.2 s).
+WORKER_PRELOAD = ("torch", "torch._dynamo", "ray.tune", "pyarrow.parquet", "sweeps.trainables", "gitlib.data.store",
                   "gitlib.models.munit", "matplotlib.pyplot")  # pyplot: the final eKLD figure (MPLBACKEND=Agg)
+
+# Ray keeps at most as many idle workers as the node has CPUs *available*, and kills the rest once idle
+# for idle_worker_killing_time_threshold_ms (default 1 s). Tune reserves a trial's CPUs in a placement
+# group before it creates the trial's actor, so with every CPU reserved the prestarted workers, idle
+# since their preload, could be killed in between and the trials then waited ~4 s for fresh ones (seen
+# in about one sweep start in six). A minute covers that gap; unused workers still go after it.
+IDLE_WORKER_KEEP_MS = 60_000
 
 
 def _trials_on_prestarted_workers() -> None:
@@ -237,11 +246,12 @@ def _tracker(cfg: SweepConfig, parent_run_id: str | None) -> Any:
 
 def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     return tune.RunConfig(
         name=TUNE_DIR,
         storage_path=paths.remote or str(paths.root),
-        callbacks=[callback],
+        callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
         # Keep every checkpoint while the sweep runs: a resume restores what Tune's experiment snapshot
         # names, and that snapshot (written every 10 s or more) can name one many epochs old; with
@@ -250,6 +260,13 @@ def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         verbose=0,
     )
+
+
+def _no_tensorboard_files() -> None:
+    """Tune then writes its own per-trial result.json / progress.csv (the loggers _run_config names, kept
+    by a restored experiment) but not TensorBoard event files: MLflow holds the same metrics, and
+    writing them cost the driver ~4 ms of CPU per result, which on a small machine the trials pay for."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
 def sweep_paths(cfg: SweepConfig) -> SweepPaths:
@@ -311,6 +328,7 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
             st.write_text(st.join(paths.remote, "sweep.json"), json.dumps(meta, indent=1))
         paths.meta.write_text(json.dumps(meta, indent=1))
         search.disable_strict_metric_check()
+        _no_tensorboard_files()
         tuner = tune.Tuner(
             trainables.trainable_for(cfg),
             tune_config=search.tune_config(cfg),
@@ -343,6 +361,7 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
         tracker = _tracker(cfg, meta["parent_run_id"])
         tracker.open_parent(paths.config.read_text())
         search.disable_strict_metric_check()
+        _no_tensorboard_files()
         tuner = tune.Tuner.restore(paths.tune_target, trainables.trainable_for(cfg), resume_unfinished=True,
                                    resume_errored=False, restart_errored=restart_errored)
         print(f"resuming sweep {cfg.name} from {paths.tune_target}", flush=True)

@@ -14,7 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
 SWEEP_TAG = "gitsweep.sweep"
 ROLE_TAG = "gitsweep.role"
@@ -145,14 +146,22 @@ def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_metrics(c: MlflowClient, run_id: str, values: Mapping[str, Any], step: int | None = None) -> None:
+def metric_points(values: Mapping[str, Any], step: int | None = None) -> list[Metric]:
+    """MLflow metric points of a result dict, stamped now (so points written later keep their time)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(k, v if math.isfinite(v) else float("nan"), now, int(step or 0))
-             for k, v in numeric_metrics(values).items()]
-    for i in range(0, len(items), 1000):
-        c.log_batch(run_id, metrics=items[i : i + 1000])
+    return [Metric(k, v if math.isfinite(v) else float("nan"), now, int(step or 0))
+            for k, v in numeric_metrics(values).items()]
+
+
+def log_points(c: MlflowClient, run_id: str, points: Sequence[Metric]) -> None:
+    for i in range(0, len(points), 1000):  # MLflow's limit per log_batch
+        c.log_batch(run_id, metrics=list(points[i : i + 1000]))
+
+
+def log_metrics(c: MlflowClient, run_id: str, values: Mapping[str, Any], step: int | None = None) -> None:
+    log_points(c, run_id, metric_points(values, step))
 
 
 def log_per_class(c: MlflowClient, run_id: str, table: pa.Table, png: Path | None = None) -> None:

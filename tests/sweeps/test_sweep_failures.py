@@ -57,6 +57,11 @@ def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:
     assert "TrainingDiverged" in nan.data.tags["gitsweep.error"]
     assert max(metric_history(storage, nan, "epoch")) == 1  # diverged in epoch 2: never trained further
 
+    # Tune keeps its own per-trial result.json, but no TensorBoard copy of what MLflow holds.
+    tune_dir = storage / "sweeps" / "fails" / "tune"
+    assert len([d for d in tune_dir.glob("trial_*") if (d / "result.json").is_file()]) == 4
+    assert not list(tune_dir.rglob("events.out.tfevents*"))
+
     # The generator was trained once, shared by the GIT trials, and logged once for this sweep.
     folders = list((storage / "generators").iterdir())
     assert len(folders) == 1

@@ -89,7 +89,9 @@ def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
     starts = [max(metric_history(storage, r, "trial/start_epoch")) for r in trials]
     assert max(starts) >= 1, starts
     for r in trials:
-        assert max(metric_history(storage, r, "epoch")) == 30
+        # Every epoch has its point: the driver writes its buffered metrics before each Tune snapshot, and
+        # what the kill lost came after the snapshot the resume restored from, so it was trained again.
+        assert sorted(set(metric_history(storage, r, "epoch"))) == [float(e) for e in range(1, 31)]
         assert "test/balanced_acc" in r.data.metrics
 
     # Every checkpoint was kept while the sweep ran; at its end each trial keeps only its newest.

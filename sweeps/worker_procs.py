@@ -1,0 +1,44 @@
+"""This machine's Ray worker processes as /proc shows them (Linux): which wait for work, and their CPU.
+
+Ray renames a worker process `ray::IDLE` while it has nothing to run. A local cluster's prestarted
+workers go on importing `runner.WORKER_PRELOAD` for a few seconds after ray.init returns; the sweep
+benchmark waits for that, and the tests use it to check which processes the trials reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_workers() -> dict[int, float]:
+    """pid -> CPU seconds of every Ray worker process waiting for work."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process may exit while we look
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
+def wait_until_idle(count: int, timeout_s: float = 60.0) -> set[int]:
+    """Wait until `count` idle workers exist and each used under 5% of a core over the last 0.5 s (done
+    importing); returns their pids, or what there is at the timeout. Not by running a warm-up task: a
+    worker that ran a task is never given an actor (a trial) afterwards."""
+    deadline = time.monotonic() + timeout_s
+    before = idle_workers()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = idle_workers()
+        if len(now) >= count and all(now[p] - before.get(p, 0.0) < 0.025 for p in now):
+            return set(now)
+        before = now
+    return set(before)

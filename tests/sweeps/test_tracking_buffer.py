@@ -1,0 +1,59 @@
+"""The driver's MLflow writes (sweeps.tracking) against a real SQLite store: per-epoch metric points wait
+in the driver and are written at flush points, Tune's experiment snapshot among them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from gitlib.configs import to_dict
+from gitlib.tracking import mlflow_runs as mr
+from sweeps import tracking
+from sweeps.config import load_config
+
+
+def _tracker(tmp_path: Path) -> tracking.SweepTracker:
+    cfg, _ = load_config("demo", [f"storage={tmp_path}"])
+    return tracking.SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "buffer", "s", to_dict(cfg),
+                                 str(tmp_path / "artifacts"))
+
+
+def _history(tracker: tracking.SweepTracker, key: str) -> list[tuple[int, float, int]]:
+    points = tracker.client.get_metric_history(tracker.trial_run("t1", {}), key)
+    return sorted((m.step, m.value, m.timestamp) for m in points)
+
+
+def test_points_wait_for_a_flush_point_and_keep_their_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracking, "FLUSH_S", 60.0)
+    tracker = _tracker(tmp_path)
+    callback = tracking.MlflowCallback(tracker, epochs=3)
+    before = int(time.time() * 1000)
+    for epoch in (1, 2):
+        tracker.log_result("t1", {}, {"epoch": float(epoch), "train/loss": 1.0 / epoch, "trial/device": "cpu"})
+    reported = int(time.time() * 1000)
+    assert _history(tracker, "train/loss") == []  # still in the driver
+    time.sleep(0.05)
+
+    assert callback.get_state() is None  # Tune's snapshot: written first, nothing saved in the snapshot
+    points = _history(tracker, "train/loss")
+    assert [(s, v) for s, v, _ in points] == [(1, 1.0), (2, 0.5)]
+    assert all(before <= t <= reported for _, _, t in points)  # stamped when reported, not when written
+
+    tracker.log_result("t1", {}, {"epoch": 3.0, "train/loss": 0.25})
+    tracker.finish_trial("t1", {}, "FINISHED")  # a trial's end writes its last points before closing it
+    run = tracker.client.get_run(tracker.trial_run("t1", {}))
+    assert run.info.status == "FINISHED" and run.data.metrics["train/loss"] == 0.25
+    assert [s for s, _, _ in _history(tracker, "epoch")] == [1, 2, 3]
+    assert run.data.tags[mr.DEVICE_TAG] == "cpu"
+
+
+def test_points_older_than_the_flush_interval_are_written_with_the_next_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracking, "FLUSH_S", 0.2)
+    tracker = _tracker(tmp_path)
+    tracker.log_result("t1", {}, {"epoch": 1.0, "train/loss": 1.0})
+    time.sleep(0.25)
+    tracker.log_result("t1", {}, {"epoch": 2.0, "train/loss": 0.5})
+    assert [s for s, _, _ in _history(tracker, "train/loss")] == [1, 2]
