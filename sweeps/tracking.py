@@ -82,6 +82,10 @@ class SweepTracker:
             mr.log_points(self.client, run_id, points)
         self._flushed_at = time.monotonic()
 
+    def flush_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._flushed_at >= FLUSH_S:
+            self.flush()
+
     @property
     def client(self) -> Any:
         if self._client is None:
@@ -154,8 +158,6 @@ class SweepTracker:
         values = {k: v for k, v in result.items()
                   if ("/" in k and not k.startswith(SKIP_PREFIXES)) or k in PLAIN_KEYS}
         self._pending.setdefault(run_id, []).extend(mr.metric_points(values, step))
-        if time.monotonic() - self._flushed_at >= FLUSH_S:
-            self.flush()
         device = result.get("trial/device")
         if device and trial_id not in self._device_tagged:  # where the trial ran (GPU name, or CPU threads)
             self.client.set_tag(run_id, mr.DEVICE_TAG, str(device))
@@ -305,6 +307,9 @@ class MlflowCallback(tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(trial, f"failed, retrying from its last checkpoint: {trial_error(trial)}")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.tracker.flush_if_due()  # Tune's loop steps at least every 0.1 s, results or not
 
     def get_state(self) -> dict | None:
         # Tune calls this while writing its experiment snapshot, the state a resume restores: the metrics

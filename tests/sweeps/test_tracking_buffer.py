@@ -49,11 +49,16 @@ def test_points_wait_for_a_flush_point_and_keep_their_time(tmp_path: Path, monke
     assert run.data.tags[mr.DEVICE_TAG] == "cpu"
 
 
-def test_points_older_than_the_flush_interval_are_written_with_the_next_result(
+def test_points_older_than_the_flush_interval_are_written_at_the_next_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracking, "FLUSH_S", 0.2)
+    monkeypatch.setattr(tracking, "FLUSH_S", 1.0)
     tracker = _tracker(tmp_path)
+    callback = tracking.MlflowCallback(tracker, epochs=3)
+    tracker.trial_run("t1", {})  # the run exists (creating it takes a while on SQLite) ...
+    tracker.flush()  # ... and the interval starts now
     tracker.log_result("t1", {}, {"epoch": 1.0, "train/loss": 1.0})
-    time.sleep(0.25)
-    tracker.log_result("t1", {}, {"epoch": 2.0, "train/loss": 0.5})
-    assert [s for s, _, _ in _history(tracker, "train/loss")] == [1, 2]
+    callback.on_step_end(iteration=1, trials=[])
+    assert _history(tracker, "train/loss") == []  # not due yet
+    time.sleep(1.1)
+    callback.on_step_end(iteration=2, trials=[])  # no new result needed: Tune steps every 0.1 s or sooner
+    assert [s for s, _, _ in _history(tracker, "train/loss")] == [1]
