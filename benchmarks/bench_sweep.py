@@ -51,7 +51,8 @@ def _config(storage: Path):  # -> SweepConfig
     return cfg
 
 
-def sequential(cfg, seeds: list[int]) -> float:  # one process, one thread, the trainings back to back
+def sequential(cfg, seeds: list[int]) -> tuple[float, float]:
+    """(wall, CPU) seconds of the trainings back to back in this process, one thread."""
     import matplotlib.pyplot  # noqa: F401  (imported before timing, as the sweep's workers preload it)
     import pyarrow.parquet as pq
     import torch
@@ -64,7 +65,7 @@ def sequential(cfg, seeds: list[int]) -> float:  # one process, one thread, the 
     data = get_dataset(cfg.dataset, cfg.storage_path)
     out = cfg.storage_path / "sequential"
     out.mkdir(exist_ok=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for seed in seeds:
         trainer = ClassifierTrainer(cfg.classifier, data, seed, torch.device("cpu"))
         while trainer.epoch < cfg.classifier.epochs:
@@ -72,7 +73,7 @@ def sequential(cfg, seeds: list[int]) -> float:  # one process, one thread, the 
         final, table = trainer.final_metrics()
         pq.write_table(table, out / f"per_class_{seed}.parquet")
         ekld_vs_class_size(table, out / f"ekld_vs_class_size_{seed}.png", spearman=final.get("ekld/size_spearman"))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 @dataclass
@@ -82,6 +83,41 @@ class SweepTiming:
     preload: float  # after ray.init, until the prestarted workers had imported the trial code
     trials: list[tuple[float, float]]  # (start, end) of each trial's MLflow run, s after runner.start began
     fresh_workers: bool  # a trial ran in a process other than the prestarted ones
+    cpu: dict[str, float]  # CPU seconds used during runner.start: "trials", "driver", "other" processes
+
+
+class CpuWatch:
+    """CPU seconds each process on the machine used from start() to stop(), including processes that
+    exit in between (polled every 0.2 s; Tune ends the trial actors before fit() returns)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def _poll(self) -> None:
+        from sweeps import worker_procs
+
+        while not self._stop.wait(0.2):
+            self.last.update(worker_procs.all_cpu_seconds())
+
+    def start(self) -> None:
+        from sweeps import worker_procs
+
+        self.first = worker_procs.all_cpu_seconds()
+        self.last = dict(self.first)
+        self._thread.start()
+
+    def stop(self) -> dict[int, float]:
+        from sweeps import worker_procs
+
+        self._stop.set()
+        self._thread.join()
+        self.last.update(worker_procs.all_cpu_seconds())
+        return {pid: t - self.first.get(pid, 0.0) for pid, t in self.last.items()}
 
 
 def sweep(cfg) -> SweepTiming:
@@ -98,10 +134,13 @@ def sweep(cfg) -> SweepTiming:
         preload = time.perf_counter() - t0 - startup
         tracker = runner._tracker(cfg, None)
         tracker.client.search_experiments()  # creates the SQLite tables: once per storage
+        watch = CpuWatch()
+        watch.start()
         began, start = time.time(), time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the per-result progress lines
             code = runner.start(cfg)
         wall = time.perf_counter() - start
+        used = watch.stop()
     finally:
         ray.shutdown()
     if code != 0:
@@ -109,7 +148,10 @@ def sweep(cfg) -> SweepTiming:
     trials = runner.load_trials(runner.SweepPaths(cfg.storage_path / "sweeps" / cfg.name))
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`gitsweep.role` = 'classifier'")
     spans = sorted((r.info.start_time / 1000 - began, r.info.end_time / 1000 - began) for r in runs)
-    return SweepTiming(wall, startup, preload, spans, not {t.last_result["pid"] for t in trials} <= pids)
+    trial_pids = {t.last_result["pid"] for t in trials}
+    cpu = {"trials": sum(used.get(p, 0.0) for p in trial_pids), "driver": used.get(os.getpid(), 0.0)}
+    cpu["other"] = sum(used.values()) - cpu["trials"] - cpu["driver"]
+    return SweepTiming(wall, startup, preload, spans, not trial_pids <= pids, cpu)
 
 
 PLAIN = """
@@ -120,7 +162,7 @@ cfg = _config(Path(sys.argv[1]))
 sequential(cfg, [])  # torch and the data set loaded before the start signal, as in the sweep's workers
 print("ready", flush=True)
 sys.stdin.readline()
-print(sequential(cfg, [int(s) for s in sys.argv[2].split(",")]), flush=True)
+print(sequential(cfg, [int(s) for s in sys.argv[2].split(",")])[0], flush=True)
 """
 
 
@@ -145,7 +187,7 @@ def plain_parallel(cfg, sequential_s: float) -> float:
     return max(elapsed) / (sequential_s / CONCURRENCY)
 
 
-def _report(i: int, seq: float, t: SweepTiming) -> float:
+def _report(i: int, seq: float, seq_cpu: float, t: SweepTiming) -> float:
     """Print one repeat; returns its ratio."""
     ideal = seq / CONCURRENCY
     span = max(end for _, end in t.trials) - min(start for start, _ in t.trials)
@@ -155,6 +197,10 @@ def _report(i: int, seq: float, t: SweepTiming) -> float:
           f"{t.startup:.1f} s and the workers' imports {t.preload:.1f} s it would be "
           f"{(t.wall + t.startup + t.preload) / ideal:.2f}")
     print("  trials (start-end, s into the sweep): " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in t.trials))
+    c = t.cpu
+    print(f"  CPU during the sweep: trial processes {c['trials']:.1f} s (the same trainings in one process: "
+          f"{seq_cpu:.1f} s), driver {c['driver']:.1f} s, other processes (Ray's own, the OS) {c['other']:.1f} s; "
+          f"all together {sum(c.values()) / seq_cpu:.2f}x the sequential CPU")
     if t.fresh_workers:
         print("  note: a trial ran in a freshly started worker process, not a prestarted one")
     return ratio
@@ -174,9 +220,9 @@ def main() -> None:
         for i in range(REPEATS):
             t = sweep(replace(cfg, name=f"bench-sweep-{i + 1}"))
             after = sequential(cfg, halves[(i + 1) % 2])
-            ratios.append(_report(i, before + after, t))
+            ratios.append(_report(i, before[0] + after[0], before[1] + after[1], t))
             before = after
-        control = plain_parallel(cfg, before + sequential(cfg, halves[(REPEATS + 1) % 2]))
+        control = plain_parallel(cfg, before[0] + sequential(cfg, halves[(REPEATS + 1) % 2])[0])
     print(f"ratio sweep / (sequential / {CONCURRENCY}), median of {REPEATS}: {statistics.median(ratios):.2f} "
           f"(target <= 1.15); each: {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"control, no Ray: the {TRIALS} trainings as {CONCURRENCY} plain processes at once: {control:.2f} of the "

@@ -19,6 +19,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def all_cpu_seconds() -> dict[int, float]:
+    """pid -> CPU seconds of every process on the machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if entry.name.isdigit():
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
 def idle_workers() -> dict[int, float]:
     """pid -> CPU seconds of every Ray worker process waiting for work."""
     found = {}
