@@ -430,10 +430,9 @@ def prune_checkpoints(tune_target: str) -> int:
     which is what a later `resume --restart-errored` restores."""
     import pyarrow.fs as pafs
 
-    if "://" in tune_target:
-        fs, root = pafs.FileSystem.from_uri(tune_target)
-    else:
-        fs, root = pafs.LocalFileSystem(), tune_target
+    from sweeps import storage as st
+
+    fs, root = st.fs_path(tune_target) if st.is_uri(tune_target) else (pafs.LocalFileSystem(), tune_target)
     removed = 0
     for trial in fs.get_file_info(pafs.FileSelector(root)):
         if trial.type != pafs.FileType.Directory or not trial.base_name.startswith("trial_"):

@@ -19,24 +19,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def all_cpu_seconds() -> dict[int, float]:
-    """pid -> CPU seconds of every process on the machine."""
+def all_cpu_seconds(title: bytes = b"") -> dict[int, float]:
+    """pid -> CPU seconds of every process on the machine (whose title starts with `title`)."""
     found = {}
     for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if entry.name.isdigit():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process may exit while we look
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(title):
                 found[int(entry.name)] = cpu_seconds(int(entry.name))
     return found
 
 
 def idle_workers() -> dict[int, float]:
     """pid -> CPU seconds of every Ray worker process waiting for work."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):  # a process may exit while we look
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
-                found[int(entry.name)] = cpu_seconds(int(entry.name))
-    return found
+    return all_cpu_seconds(b"ray::IDLE")
 
 
 def wait_until_idle(count: int, timeout_s: float = 60.0) -> set[int]:
