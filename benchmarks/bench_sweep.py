@@ -89,7 +89,7 @@ class SweepTiming:
 class CpuWatch:
     """CPU seconds each process on the machine used from start() to stop(), including processes that
     exit in between (polled every 0.2 s; Tune ends the trial actors before fit() returns). A scan of
-    /proc costs this process ~1.3 ms, under 1% of a core, counted in the driver's share."""
+    /proc costs this process ~2 ms, about 1% of a core, counted in the driver's share."""
 
     def __init__(self) -> None:
         import threading
