@@ -24,16 +24,16 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.distributions import Categorical, kl_divergence
 
+from gitlib.augmenter import Augmenter
+from gitlib.data.builds import get_dataset
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.nuisances import get_nuisance
 from gitlib.data.spec import DatasetSpec
-from gitlib.data.store import get_dataset
+from gitlib.device import pick_device, set_threads
 from gitlib.metrics.invariance import default_batch_size, ekld_per_class
 from gitlib.models.resnet import inference_copy
-from gitlib.train.augment import Augmenter
 from gitlib.train.classifier import ClassifierTrainer
 from gitlib.train.config import ClassifierConfig
-from gitlib.train.runtime import pick_device, set_threads
 
 COPIES = 30  # transformed copies per test image (the CPU default of classifier.ekld_samples)
 PIL_IMAGES = 40  # images in the (slow) PIL reference loop; its time is scaled to the full set
@@ -119,7 +119,7 @@ def epoch_overhead(data: BuiltDataset, cfg: ClassifierConfig, device: torch.devi
     same sizes and a second model of the same architecture."""
     cfg = replace(cfg, git_start_epoch=0, warmup_epochs=0, epochs=rounds + 1)
     data = replace(data, val_x=data.val_x[:0], val_y=data.val_y[:0])  # time the training steps only
-    trainer = ClassifierTrainer(cfg, data, seed=0, device=device, augmenter=augmenter)
+    trainer = ClassifierTrainer(cfg, data, seed=0, device=device, generator=augmenter)
     bare = ClassifierTrainer(replace(cfg, augment="none"), data, seed=0, device=device)
     n, b = len(data.train_y), cfg.batch_size
     gen = torch.Generator().manual_seed(0)

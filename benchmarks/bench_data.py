@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import torch
 
 from gitlib.data.builder import SPLITS, Split, apply_nuisance
+from gitlib.data.builds import ensure_built, write_split
 from gitlib.data.nuisances import nuisance_for_spec
 from gitlib.data.sources import SourceArrays, load_source
 from gitlib.data.spec import DatasetSpec
-from gitlib.data.store import ensure_built, write_split
 
 K49_TRAIN, K49_TEST, K49_CLASSES = 232_365, 38_547, 49  # the real Kuzushiji-49 sizes
 PROTOTYPES = 490  # distinct images the fake source is tiled from (10 per class)

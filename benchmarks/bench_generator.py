@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -19,9 +20,9 @@ import torch.nn.functional as F
 
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.spec import DatasetSpec
-from gitlib.models.munit import preset_config
-from gitlib.train.generator import GeneratorTrainer, lsgan_loss
-from gitlib.train.runtime import set_threads
+from gitlib.device import set_threads
+from gitlib.train.config import GeneratorConfig
+from gitlib.train.generator import MunitTrainer, lsgan_loss
 
 
 def _random_dataset(size: int, n: int = 512, classes: int = 10) -> BuiltDataset:
@@ -31,7 +32,7 @@ def _random_dataset(size: int, n: int = 512, classes: int = 10) -> BuiltDataset:
     return BuiltDataset(DatasetSpec(), classes, x, y, x[:8], y[:8], x[:8], y[:8], x[:8], y[:8])
 
 
-def _reference_step(t: GeneratorTrainer) -> None:
+def _reference_step(t: MunitTrainer) -> None:
     """MUNIT's original order and passes (dis_update, then gen_update, per domain), shared weights."""
     cfg, m, b = t.cfg, t.model, t.cfg.batch_size
     x = t._batch()
@@ -86,7 +87,7 @@ def cuda_k49(device: torch.device, iterations: int = 1000) -> None:
     """The paper's K49 preset at batch 1 on CUDA: `iterations` timed updates, AMP on and off."""
     data = _random_dataset(28)
     for amp in (True, False):
-        t = GeneratorTrainer(preset_config("k49", amp=amp), data, seed=0, device=device)
+        t = MunitTrainer(replace(k49_recipe(), amp=amp), data, seed=0, device=device)
         for _ in range(20):  # warm-up: cuDNN picks its algorithms
             t.step()
         torch.cuda.synchronize()
@@ -100,6 +101,13 @@ def cuda_k49(device: torch.device, iterations: int = 1000) -> None:
               f"the preset's 10,000: ~{10_000 * sec / iterations / 60:.1f} min")
 
 
+def k49_recipe() -> GeneratorConfig:
+    """The paper's K49 MUNIT recipe, as the bundled K49 presets use it."""
+    from sweeps.config import load_config
+
+    return load_config("base/k49-lt")[0].generator
+
+
 def main() -> None:
     if torch.cuda.is_available():
         cuda_k49(torch.device("cuda"))
@@ -107,10 +115,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.2f} (timings are noisy under load)")
     cases = [("cpu", 16, {"batch_size": 16}, 5, 15), ("k49", 28, {"batch_size": 1}, 2, 4)]
     for preset, size, overrides, warmup, steps in cases:
-        cfg = preset_config(preset, **overrides, amp=False)
+        cfg = replace(k49_recipe() if preset == "k49" else GeneratorConfig(), **overrides, amp=False)
         data = _random_dataset(size)
-        ours = GeneratorTrainer(cfg, data, seed=0, device="cpu")
-        ref = GeneratorTrainer(cfg, data, seed=0, device="cpu")
+        ours = MunitTrainer(cfg, data, seed=0, device="cpu")
+        ref = MunitTrainer(cfg, data, seed=0, device="cpu")
         t_ours, t_ref = _compare(ours.step, partial(_reference_step, ref), warmup, steps)
         print(f"{preset:4s} {size}x{size} batch {cfg.batch_size:2d}: {1 / t_ours:6.2f} it/s "
               f"({1000 * t_ours:7.1f} ms/it); reference-style step {1000 * t_ref:7.1f} ms/it; "

@@ -22,17 +22,17 @@ from dataclasses import replace
 import torch
 
 from benchmarks.bench_classifier import _timed, bare_forwards, epoch_overhead, reference_loop
+from gitlib.augmenter import Augmenter
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.nuisances import get_nuisance
 from gitlib.data.profiles import class_counts
 from gitlib.data.spec import DatasetSpec
+from gitlib.device import pick_device, set_threads
 from gitlib.metrics.invariance import default_batch_size, ekld_per_class
-from gitlib.models.munit import build_munit, preset_config
+from gitlib.models.munit import build_munit
 from gitlib.models.resnet import inference_copy
-from gitlib.train.augment import Augmenter
 from gitlib.train.classifier import ClassifierTrainer
 from gitlib.train.config import ClassifierConfig
-from gitlib.train.runtime import pick_device, set_threads
 
 SIZE, CLASSES = 28, 49
 
@@ -53,7 +53,10 @@ def k49_like(train_fraction: float) -> BuiltDataset:
 
 def k49_generator(data: BuiltDataset, device: torch.device) -> Augmenter:
     """The paper's K49 MUNIT preset, untrained (the cost of sampling is the same)."""
-    return build_munit(data.channels, data.image_size, preset_config("k49"))[0].to(device).eval()
+    from sweeps.config import load_config
+
+    arch = load_config("base/k49-lt")[0].generator.arch  # the paper's K49 MUNIT, as the presets use it
+    return build_munit(data.channels, data.image_size, arch)[0].to(device).eval()
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Ideal parallel time is sequential / 2 (two trials at once on two cores); the pri
 sweep / (sequential / 2) is the cost of the machinery (Tune's set-up, trial actors, checkpoints,
 reporting, MLflow writes); target <= 1.15. Both sides start timing in the same state: the
 sequential loop with torch imported and the data set built; the sweep once Ray is up and its prestarted
-workers have imported torch and the trial code (runner.WORKER_PRELOAD; they go on importing for a few
+workers have imported torch and the trial code (connect.WORKER_PRELOAD; they go on importing for a few
 seconds after ray.init returns) and the SQLite tables exist (once per storage). That start-up is paid
 once per session and printed separately, with the ratio it would give if counted. The span from the
 first trial's start to the last one's end is printed as well: the rest is Tune's set-up and the final
@@ -53,13 +53,13 @@ def _config(storage: Path):  # -> SweepConfig
 
 def sequential(cfg, seeds: list[int]) -> tuple[float, float]:
     """(wall, CPU) seconds of the trainings back to back in this process, one thread."""
-    import matplotlib.pyplot  # noqa: F401  (imported before timing, as the sweep's workers preload it)
+    import matplotlib.backends.backend_agg  # noqa: F401  (imported before timing, as the sweep's workers preload it)
     import pyarrow.parquet as pq
     import torch
 
-    from gitlib.data.store import get_dataset
-    from gitlib.tracking.plots import ekld_vs_class_size
-    from gitlib.train.classifier import ClassifierTrainer
+    from gitlib.data.builds import get_dataset
+    from gitlib.plots import ekld_vs_class_size
+    from gitlib.runs.classifier import run_classifier
 
     torch.set_num_threads(1)
     data = get_dataset(cfg.dataset, cfg.storage_path)
@@ -67,10 +67,8 @@ def sequential(cfg, seeds: list[int]) -> tuple[float, float]:
     out.mkdir(exist_ok=True)
     start, cpu = time.perf_counter(), time.process_time()
     for seed in seeds:
-        trainer = ClassifierTrainer(cfg.classifier, data, seed, torch.device("cpu"))
-        while trainer.epoch < cfg.classifier.epochs:
-            trainer.run_epoch()
-        final, table = trainer.final_metrics()
+        result = run_classifier(cfg.classifier, data, seed, torch.device("cpu"))
+        final, table = result.metrics, result.per_class
         pq.write_table(table, out / f"per_class_{seed}.parquet")
         ekld_vs_class_size(table, out / f"ekld_vs_class_size_{seed}.png", spearman=final.get("ekld/size_spearman"))
     return time.perf_counter() - start, time.process_time() - cpu
@@ -78,12 +76,12 @@ def sequential(cfg, seeds: list[int]) -> tuple[float, float]:
 
 @dataclass
 class SweepTiming:
-    wall: float  # runner.start, from the call to its return
+    wall: float  # driver.start, from the call to its return
     startup: float  # ray.init
     preload: float  # after ray.init, until the prestarted workers had imported the trial code
-    trials: list[tuple[float, float]]  # (start, end) of each trial's MLflow run, s after runner.start began
+    trials: list[tuple[float, float]]  # (start, end) of each trial's MLflow run, s after driver.start began
     fresh_workers: bool  # a trial ran in a process other than the prestarted ones
-    cpu: dict[str, float]  # CPU seconds used during runner.start: "trials", "driver", "other" processes
+    cpu: dict[str, float]  # CPU seconds used during driver.start: "trials", "driver", "other" processes
 
 
 class CpuWatch:
@@ -124,29 +122,30 @@ class CpuWatch:
 def sweep(cfg) -> SweepTiming:
     import ray
 
-    from sweeps import runner, worker_procs
+    from sweeps import connect, driver, worker_procs
+    from sweeps.paths import SweepPaths
 
     os.environ["GITSWEEP_NUM_CPUS"] = str(CONCURRENCY)
     t0 = time.perf_counter()
-    runner.connect_ray(None)
+    connect.connect_ray(None)
     startup = time.perf_counter() - t0
     try:
         pids = worker_procs.wait_until_idle(CONCURRENCY)
         preload = time.perf_counter() - t0 - startup
-        tracker = runner._tracker(cfg, None)
+        tracker = driver._tracker(cfg, None)
         tracker.client.search_experiments()  # creates the SQLite tables: once per storage
         watch = CpuWatch()
         watch.start()
         began, start = time.time(), time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the per-result progress lines
-            code = runner.start(cfg)
+            code = driver.start(cfg)
         wall = time.perf_counter() - start
         used = watch.stop()
     finally:
         ray.shutdown()
     if code != 0:
         raise RuntimeError(f"benchmark sweep failed (exit {code})")
-    trials = runner.load_trials(runner.SweepPaths(cfg.storage_path / "sweeps" / cfg.name))
+    trials = driver.tune_trials(SweepPaths(cfg.storage_path / "sweeps" / cfg.name))
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`gitsweep.role` = 'classifier'")
     spans = sorted((r.info.start_time / 1000 - began, r.info.end_time / 1000 - began) for r in runs)
     trial_pids = {t.last_result["pid"] for t in trials}

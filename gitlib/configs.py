@@ -13,6 +13,7 @@ import typing
 from typing import Any, TypeVar
 
 from gitlib.errors import ConfigError
+from gitlib.registry import Registry
 
 T = TypeVar("T")
 
@@ -21,10 +22,28 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def choice_fields(cls: type, prefix: str = "") -> dict[str, Registry]:
+    """Dotted key -> registry of every `Annotated[str, Registry]` field of dataclass `cls`, nested included
+    (what the docs and the config error messages must list)."""
+    out: dict[str, Registry] = {}
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        key = f"{prefix}.{name}" if prefix else name
+        for t in (tp, *typing.get_args(tp)):
+            if typing.get_origin(t) is typing.Annotated:
+                out.update((key, m) for m in t.__metadata__ if isinstance(m, Registry))
+            elif dataclasses.is_dataclass(t):
+                out.update(choice_fields(t, key))  # type: ignore[arg-type]
+    return out
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML / --set value to the annotated type, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is typing.Annotated:  # Annotated[str, registry]: a real choice, normalised to its canonical name
+        value = _coerce(value, args[0], key)
+        registry = next((m for m in tp.__metadata__ if isinstance(m, Registry)), None)
+        return value if registry is None or value is None else registry.canonical(value, key=key)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -38,9 +57,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is typing.Literal:
-        if value not in args:
+        if value in args:
+            return value
+        # Enumerations accept any letter case ('MAX', 'Random') and come back in their canonical form.
+        folded = [a for a in args if isinstance(a, str) and isinstance(value, str) and a.lower() == value.lower()]
+        if not folded:
             raise ConfigError(key, f"must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
+        return folded[0]
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"expected a list, got {value!r}")
@@ -78,7 +101,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(prefix or cls.__name__, f"expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for name, value in data.items():

@@ -45,15 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
     resume.set_defaults(module="sweeps.commands.sweep", func="resume")
 
-    for name, text in (("status", "trials: state, config, key metrics"),
+    for name, text in (("status", "trials and groups: state, config, key metrics"),
                        ("report", "tables and plots, also logged to the parent run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("sweep", help="sweep name or path")
         p.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
-        p.set_defaults(module="sweeps.commands.sweep", func=name)
+        p.set_defaults(module="sweeps.commands.inspect", func=name)
+        if name == "report":
+            p.add_argument("--contrast", metavar="KEY=VALUE[,KEY=VALUE]",
+                           help="groups A of a paired contrast (default: GIT against its baseline)")
+            p.add_argument("--vs", metavar="KEY=VALUE[,KEY=VALUE]", help="groups B of the contrast")
 
     presets = sub.add_parser("presets", help="list the bundled configs")
-    presets.set_defaults(module="sweeps.commands.sweep", func="presets")
+    presets.set_defaults(module="sweeps.commands.inspect", func="presets")
 
     train = sub.add_parser("train", help="one training run without Ray (for debugging)")
     train_sub = train.add_subparsers(dest="what", required=True)
@@ -61,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(tc)
     tc.add_argument("--generator", metavar="GENERATOR_PT",
                     help="with augment=git: a generator.pt from `train generator` (default: the shared store's)")
-    tc.set_defaults(module="sweeps.commands.train_classifier", func="main")
+    tc.set_defaults(module="sweeps.commands.train", func="classifier")
     tg = train_sub.add_parser("generator", help="train one MUNIT generator")
     _config_args(tg)
-    tg.set_defaults(module="sweeps.commands.train_generator", func="main")
+    tg.set_defaults(module="sweeps.commands.train", func="generator")
 
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="what", required=True)

@@ -1,16 +1,21 @@
-"""The full sweep config: preset YAML -> `--set` overrides -> validated `SweepConfig`.
+"""The full sweep config: preset YAML (with `extends:`) -> `--set` overrides -> validated `SweepConfig`.
 
 Validation happens before anything runs or is written; every failure is a ConfigError (exit 2) that
-names the dotted key or the file.
+names the dotted key or the file. Torch-free: `status`, `report` and `presets` load configs without it.
+
+A YAML file may start from another: `extends: NAME` takes a bundled preset (`gitsweep presets`, or one of
+the shared bases under `base/`, e.g. `base/k49-lt`) or a path relative to the extending file, and
+merges this file over it: mappings key by key (a `null` drops a base mapping entry), anything else
+replaced. Bases may extend bases; a cycle or a missing base is an error naming the file.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -18,6 +23,8 @@ from gitlib.configs import flatten, from_dict, join, require, to_dict
 from gitlib.data.spec import DatasetSpec
 from gitlib.errors import ConfigError, DataError
 from gitlib.train.config import ClassifierConfig, GeneratorConfig
+from sweeps import env
+from sweeps.trials import TRIAL_KINDS
 
 SPACE_TYPES = ("float", "int", "loguniform", "categorical")
 
@@ -59,6 +66,9 @@ class SearchConfig:
     seed: int = 0  # seeds the sampler
     space: dict[str, Any] = field(default_factory=dict)  # dotted key -> ParamSpace (validated below)
     points_to_evaluate: tuple[dict[str, Any], ...] = ()  # trials to run first (e.g. the gen_frac=0 baseline)
+    repeats: int = 1  # trials per configuration (a group); the search sees one value per group
+    repeat_over: Literal["seed", "dataset.instance"] = "seed"  # the one key that differs within a group
+    group_stat: Literal["mean", "median", "lcb"] = "mean"  # what the searcher receives of a group
 
     def validate(self, prefix: str = "search") -> None:
         k = lambda name: join(prefix, name)  # noqa: E731
@@ -74,6 +84,12 @@ class SearchConfig:
         for i, point in enumerate(self.points_to_evaluate):
             require(set(point) <= set(self.space), k(f"points_to_evaluate[{i}]"),
                     f"keys must be searched keys ({', '.join(self.space)})")
+        require(self.repeats >= 1, k("repeats"), f"must be >= 1, got {self.repeats}")
+        if self.repeats > 1:
+            require(self.repeat_over not in self.space, f"{k('space')}.{self.repeat_over}",
+                    f"is the repeat key (search.repeat_over): each group runs it as base .. base+{self.repeats - 1}")
+            require(self.scheduler != "asha", k("scheduler"),
+                    "asha stops single trials; with search.repeats > 1 a group's repeats must all finish")
 
     def params(self) -> dict[str, ParamSpace]:
         return {key: from_dict(ParamSpace, spec, f"search.space.{key}") for key, spec in self.space.items()}
@@ -101,7 +117,7 @@ class DebugConfig:
 
     fail_at_epoch: int | None = None  # raise after reporting each epoch >= this (1-based) but the last
     fail_mode: Literal["raise", "nan"] = "raise"  # nan: fail as a non-finite loss (never retried)
-    fail_when: str | None = None  # only trials where 'dotted.key=value' holds (None: every trial)
+    fail_when: str | None = None  # only trials where every 'dotted.key=value' (comma-separated) holds
 
     def validate(self, prefix: str = "debug") -> None:
         require(self.fail_at_epoch is None or self.fail_at_epoch >= 1, join(prefix, "fail_at_epoch"), "must be >= 1")
@@ -112,7 +128,7 @@ class DebugConfig:
 class SweepConfig:
     name: str = "sweep"
     seed: int = 0
-    trial: Literal["classifier", "generator"] = "classifier"  # what each trial trains
+    trial: Annotated[str, TRIAL_KINDS] = "classifier"  # what each trial trains
     storage: str | None = None  # None: GITSWEEP_HOME, else ./gitsweep-runs
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -126,6 +142,8 @@ class SweepConfig:
         require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
         params = self.search.params()
         known = set(flatten(to_dict(replace(self, search=SearchConfig()))))
+        require(self.classifier.augment != "oracle" or self.dataset.nuisance != "none", "classifier.augment",
+                "oracle applies the data set's true nuisance, and dataset.nuisance is none")
         require(
             self.dataset.zipf_alpha is None or "dataset.imbalance_ratio" not in params,
             "search.space.dataset.imbalance_ratio",
@@ -143,9 +161,9 @@ class SweepConfig:
     @property
     def storage_uri(self) -> str | None:
         """The storage as a pyarrow file system URI (s3://, gs://, file://...), or None for a POSIX path."""
-        from sweeps.storage import is_uri, normalize
+        from sweeps.stores.remote import is_uri, normalize
 
-        raw = self.storage or os.environ.get("GITSWEEP_HOME")
+        raw = self.storage or env.storage_home()
         return normalize(raw) if raw is not None and is_uri(raw) else None
 
     @property
@@ -153,16 +171,16 @@ class SweepConfig:
         """The storage folder; for URI storage, the local cache folder that mirrors it (sweeps.storage)."""
         uri = self.storage_uri
         if uri is not None:
-            from sweeps.storage import cache_root
+            from sweeps.stores.remote import cache_root
 
             return cache_root(uri)
-        return Path(self.storage or os.environ.get("GITSWEEP_HOME") or "gitsweep-runs").resolve()
+        return Path(self.storage or env.storage_home() or "gitsweep-runs").resolve()
 
     @property
     def tracking_uri(self) -> str:
         return (
             self.tracking.uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
+            or env.tracking_uri()
             or f"sqlite:///{self.storage_path / 'mlflow.db'}"
         )
 
@@ -171,23 +189,37 @@ class SweepConfig:
         return self.tracking.experiment or self.name
 
 
+PRESETS = "presets"
+
+
+def _presets() -> Traversable:
+    return resources.files("sweeps") / PRESETS
+
+
 def preset_names() -> list[str]:
-    folder = resources.files("sweeps") / "presets"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """The bundled sweep presets (the shared bases under base/ are not listed: they are not sweeps)."""
+    return sorted(p.name[: -len(".yaml")] for p in _presets().iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml(config: str) -> dict[str, Any]:
-    """A preset name or a YAML path -> dict; a missing file or bad YAML is a DataError naming it."""
-    if not config.endswith((".yaml", ".yml")) and config in preset_names():
-        text = (resources.files("sweeps") / "presets" / f"{config}.yaml").read_text()
-        source = f"preset '{config}'"
-    else:
-        path = Path(config)
-        if not path.is_file():
-            hint = "" if path.suffix else f" (presets: {', '.join(preset_names())})"
-            raise DataError(config, f"no such config file or preset{hint}")
-        text = path.read_text()
-        source = config
+def preset_text(name: str) -> str:
+    """The YAML text of bundled preset `name` as written (its own comments, `extends:` unresolved)."""
+    return _presets().joinpath(*f"{name}.yaml".split("/")).read_text()
+
+
+def _locate(name: str, relative_to: Path | None) -> tuple[str, str, Path | None]:
+    """(YAML text, source name for messages, folder for relative `extends`) of a preset name or path."""
+    if not name.endswith((".yaml", ".yml")):
+        bundled = _presets().joinpath(*f"{name}.yaml".split("/"))
+        if bundled.is_file():
+            return bundled.read_text(), f"preset '{name}'", None
+    path = (relative_to / name) if relative_to is not None and not Path(name).is_absolute() else Path(name)
+    if not path.is_file():
+        hint = "" if path.suffix else f" (presets: {', '.join(preset_names())})"
+        raise DataError(name, f"no such config file or preset{hint}")
+    return path.read_text(), str(path), path.resolve().parent
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -199,6 +231,40 @@ def read_yaml(config: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DataError(source, "top level must be a mapping of config keys")
     return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base`: mappings key by key (None drops a base mapping), anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif value is None and isinstance(out.get(key), dict):
+            out.pop(key)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(config: str, relative_to: Path | None = None, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset name or a YAML path -> dict, its `extends:` chain resolved; a missing file, bad YAML, a
+    missing base or a cycle is a DataError naming the file."""
+    text, source, folder = _locate(config, relative_to)
+    if source in chain:
+        raise DataError(chain[-1], f"extends cycle: {' -> '.join([*chain, source])}")
+    data = _parse(text, source)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise DataError(source, "extends: needs a preset name or a YAML path")
+    try:
+        parent = read_yaml(base, folder, (*chain, source))
+    except DataError as exc:
+        if exc.path == base:  # the base itself is missing: say which file asked for it
+            raise DataError(source, f"extends '{base}': {exc.message}") from None
+        raise
+    return merge(parent, data)
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -237,6 +303,16 @@ def with_value(cfg: SweepConfig, key: str, value: Any) -> SweepConfig:
     return from_dict(SweepConfig, data)
 
 
+def _refuse_set_on_repeat_key(data: dict[str, Any], keys: list[str]) -> None:
+    """With repeats, the repeat key's configured value is the base of every group: a --set must not move
+    it away from what the sweep's own config says."""
+    search = data.get("search") or {}
+    repeat_key = search.get("repeat_over") or "seed"
+    if isinstance(search.get("repeats"), int) and search["repeats"] > 1 and repeat_key in keys:
+        raise ConfigError(repeat_key, "is the repeat key (search.repeat_over) of this sweep: each group runs it as "
+                                      "base, base+1, ...; set its base in the config file")
+
+
 def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepConfig, list[str]]:
     """Load, override and validate. Returns the config and the searched keys pinned by `--set`."""
     data = read_yaml(config)
@@ -253,8 +329,35 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
             space.pop(key)  # a --set on a searched key pins it: it leaves the space
             pinned.append(key)
         set_dotted(data, key, value)
+    _refuse_set_on_repeat_key(data, [parse_set(item)[0] for item in overrides or []])
     points = (data.get("search") or {}).get("points_to_evaluate")
     if pinned and isinstance(points, list):  # pinned keys leave the warm-start points too
         data["search"]["points_to_evaluate"] = [
             {k: v for k, v in p.items() if k not in pinned} if isinstance(p, dict) else p for p in points]
     return from_dict(SweepConfig, data), pinned
+
+
+def resolve_config(config: str, overrides: list[str], name: str | None = None, storage: str | None = None,
+                   tracking_uri: str | None = None) -> tuple[SweepConfig, list[str]]:
+    """Load + override + CLI flags; storage made absolute so every worker sees the same path."""
+    from sweeps.paths import default_storage, storage_uri
+
+    cfg, pinned = load_config(config, overrides)
+    if name:
+        cfg = replace(cfg, name=name)
+    uri = storage_uri(storage or cfg.storage)
+    cfg = replace(cfg, storage=uri or str(default_storage(storage or cfg.storage)))
+    if tracking_uri:
+        cfg = replace(cfg, tracking=TrackingConfig(uri=tracking_uri, experiment=cfg.tracking.experiment))
+    if uri is not None:
+        from sweeps.stores import remote
+
+        remote.fs_path(uri)  # an unusable URI (unknown scheme, ...) is a ConfigError naming `storage`
+        if not (cfg.tracking.uri or env.tracking_uri()):
+            raise ConfigError("tracking.uri", f"storage {uri} is a URI, and MLflow's default SQLite database "
+                                              "cannot live there: pass --tracking-uri (an MLflow server, or "
+                                              "sqlite:////local/path/mlflow.db), MLFLOW_TRACKING_URI or tracking.uri")
+        # pinned, so trials and `resume` use the same one whatever their environment
+        cfg = replace(cfg, tracking=TrackingConfig(uri=cfg.tracking_uri, experiment=cfg.tracking.experiment))
+    cfg.validate()
+    return cfg, pinned

@@ -1,21 +1,27 @@
-"""Search space -> Optuna distributions -> OptunaSearch (+ optional ASHA) -> a Tune `Tuner`.
+"""Search space -> Optuna sampler -> groups of repeats (+ optional ASHA) -> a Tune `TuneConfig`.
 
 Samplers: TPE (default, seeded; also multi-objective), random, grid (every key categorical, int or
 float with a step) and NSGA-II (multi-objective). Several `search.metric`s make the study
-multi-objective; "best" in summaries and reports then means the first metric.
+multi-objective; "best" in summaries and reports then means the first metric. Every configuration runs
+as a group of `search.repeats` trials (one trial when 1), and the Optuna study, in SQLite next to the
+sweep, holds one trial per group with the group statistic (`search.group_stat`) as its values.
 """
 
 from __future__ import annotations
 
 import math
-import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from gitlib.errors import ConfigError
+from sweeps import results as rs
 from sweeps.config import ParamSpace, SweepConfig
+from sweeps.group_stats import group_value
 
 
 def distributions(cfg: SweepConfig) -> dict[str, Any]:
@@ -66,6 +72,13 @@ def sampler(cfg: SweepConfig) -> Any:
     return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
 
 
+def grid_size(cfg: SweepConfig) -> int | None:
+    """Points in the grid sampler's grid (None for the other samplers)."""
+    if cfg.search.sampler != "grid":
+        return None
+    return math.prod(len(grid_values(k, p)) for k, p in cfg.search.params().items())
+
+
 def check(cfg: SweepConfig) -> None:
     """Raise ConfigError for a search setup that cannot run, before anything starts."""
     distributions(cfg)
@@ -74,27 +87,135 @@ def check(cfg: SweepConfig) -> None:
         raise ConfigError("search.sampler", "nsga2 is for several metrics (multi-objective)")
 
 
-class LenientOptunaSearch(OptunaSearch):
-    """OptunaSearch that skips intermediate results lacking the objective: trials report the test
-    metrics only with their last epoch; per-epoch results carry train/* and val/* only."""
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, str) and self.metric in result:
-            super().on_trial_result(trial_id, result)
+def study_storage(root: Path) -> str:
+    """The Optuna study's storage: SQLite next to the sweep."""
+    return f"sqlite:///{root / 'optuna.db'}"
 
 
-def make_searcher(cfg: SweepConfig) -> LenientOptunaSearch:
-    metric: list[str] = list(cfg.search.metric)
-    mode: list[str] = list(cfg.search.mode)
-    return LenientOptunaSearch(
-        space=distributions(cfg),
-        metric=metric if len(metric) > 1 else metric[0],
-        mode=mode if len(mode) > 1 else mode[0],
-        sampler=sampler(cfg),
-        # Pinned keys left the space, so they leave the points too; a point needs every searched key.
-        points_to_evaluate=[p for p in (dict(p) for p in cfg.search.points_to_evaluate)
-                            if set(p) == set(cfg.search.space)] or None,
-    )
+@dataclass
+class Group:
+    """One configuration of the search and its repeats."""
+
+    number: int  # the Optuna trial that proposed it
+    params: dict[str, Any]
+    trials: dict[int, str] = field(default_factory=dict)  # repeat -> Tune trial id
+    values: dict[int, list[float] | None] = field(default_factory=dict)  # repeat -> objectives (None: failed)
+    told: bool = False
+
+
+class GroupSearch(Searcher):
+    """Optuna's ask / tell over groups: every configuration it proposes runs as `search.repeats` Tune
+    trials (repeat r sets the repeat key to base + r), and Optuna is told one value per objective, the
+    group statistic over the finished repeats, when the last repeat ends. A group whose repeats all
+    failed is told as failed. The state (groups, repeats handed out) is saved with Tune's experiment
+    snapshot, and the study lives in a real storage, so a resumed sweep continues both."""
+
+    def __init__(self, cfg: SweepConfig, storage: str, study_name: str) -> None:
+        s = cfg.search
+        super().__init__(metric=s.metric[0], mode=s.mode[0])
+        self.objectives = list(zip(s.metric, s.mode, strict=True))
+        self.space, self.points = distributions(cfg), [dict(p) for p in s.points_to_evaluate]
+        self.repeats, self.stat = s.repeats, s.group_stat
+        self.repeat_key, self.base = s.repeat_over, repeat_base(cfg)
+        self.configs = min(s.num_samples, grid_size(cfg) or s.num_samples)
+        self.storage, self.study_name, self.sampler = storage, study_name, sampler(cfg)
+        self.groups: dict[str, Group] = {}
+        self.trial_group: dict[str, tuple[str, int]] = {}
+        self.queue: list[tuple[str, int]] = []  # repeats not handed to Tune yet
+        self.adopt: list[int] = []  # Optuna trials asked before a crash that no group holds
+        self._study: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_study": None}  # a database connection does not pickle
+
+    @property
+    def study(self) -> Any:
+        if self._study is None:
+            import optuna
+
+            directions: list[Any] = ["maximize" if m == "max" else "minimize" for _, m in self.objectives]
+            self._study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True,
+                                              directions=directions, sampler=self.sampler)
+            if not self._study.trials:
+                for point in self.points:
+                    self._study.enqueue_trial(point)
+        return self._study
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # the objectives come from the sweep config
+
+    def _new_group(self) -> str | None:
+        if len(self.groups) >= self.configs:
+            return None
+        if self.adopt:
+            number = self.adopt.pop(0)
+            params = next(t.params for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        else:
+            trial = self.study.ask(self.space)
+            number, params = trial.number, dict(trial.params)
+        gid = f"g{len(self.groups):04d}"
+        self.groups[gid] = Group(number, params)
+        self.queue.extend((gid, r) for r in range(self.repeats))
+        return gid
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.queue and self._new_group() is None:
+            return None  # every configuration is out; Tune asks for exactly configurations x repeats
+        gid, r = self.queue.pop(0)
+        group = self.groups[gid]
+        group.trials[r] = trial_id
+        self.trial_group[trial_id] = (gid, r)
+        config = {**group.params, rs.GROUP_KEY: gid, rs.REPEAT_KEY: r}
+        if self.repeats > 1:
+            config[self.repeat_key] = self.base + r
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.trial_group:
+            return
+        gid, r = self.trial_group[trial_id]
+        group = self.groups[gid]
+        values = [float((result or {}).get(m, math.nan)) for m, _ in self.objectives]
+        group.values[r] = None if error or not result else values
+        if len(group.values) == self.repeats and not group.told:
+            self._tell(group)
+
+    def group_values(self, group: Group) -> list[float] | None:
+        """The statistic of each objective over the group's finished repeats; None if all failed."""
+        done = [v for v in group.values.values() if v is not None]
+        if not done:
+            return None
+        return [group_value([v[i] for v in done], self.stat, mode) for i, (_, mode) in enumerate(self.objectives)]
+
+    def _tell(self, group: Group) -> None:
+        import optuna
+
+        values = self.group_values(group)
+        group.told = True
+        try:
+            if values is None or not all(math.isfinite(v) for v in values):
+                self.study.tell(group.number, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(group.number, values)
+        except (RuntimeError, ValueError):  # told already, before a crash the snapshot did not see
+            pass
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {k: getattr(self, k) for k in ("groups", "trial_group", "queue", "adopt")}
+        Path(checkpoint_path).write_bytes(pickle.dumps(state))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+        import optuna
+
+        held = {g.number for g in self.groups.values()} | set(self.adopt)
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        self.adopt += sorted(t.number for t in running if t.number not in held)
+
+
+def repeat_base(cfg: SweepConfig) -> int:
+    """The configured value of the repeat key: repeat r of every group uses base + r."""
+    return int(cfg.seed if cfg.search.repeat_over == "seed" else cfg.dataset.instance)
 
 
 def make_scheduler(cfg: SweepConfig) -> Any:
@@ -111,12 +232,12 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def tune_config(cfg: SweepConfig) -> tune.TuneConfig:
+def tune_config(cfg: SweepConfig, root: Path) -> tune.TuneConfig:
+    searcher = GroupSearch(cfg, study_storage(root), cfg.name)
     return tune.TuneConfig(
-        # No searched key (all pinned): num_samples repeats of the one config, no searcher needed.
-        search_alg=make_searcher(cfg) if cfg.search.space else None,
+        search_alg=searcher,
         scheduler=make_scheduler(cfg),
-        num_samples=cfg.search.num_samples,
+        num_samples=searcher.configs * searcher.repeats,  # trials: configurations x repeats
         max_concurrent_trials=cfg.search.max_concurrent,
         time_budget_s=cfg.search.time_budget_s,
         # One worker process per concurrent slot, reused by the next trial: a trial then pays no
@@ -125,8 +246,3 @@ def tune_config(cfg: SweepConfig) -> tune.TuneConfig:
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
     )
-
-
-def disable_strict_metric_check() -> None:
-    """Per-epoch results lack the test metrics the searcher optimises; Tune would reject them."""
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"

@@ -1,7 +1,7 @@
 """This machine's Ray worker processes as /proc shows them (Linux): which wait for work, and their CPU.
 
 Ray renames a worker process `ray::IDLE` while it has nothing to run. A local cluster's prestarted
-workers go on importing `runner.WORKER_PRELOAD` for a few seconds after ray.init returns; the sweep
+workers go on importing `connect.WORKER_PRELOAD` for a few seconds after ray.init returns; the sweep
 benchmark waits for that, and the tests use it to check which processes the trials reuse.
 """
 

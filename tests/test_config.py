@@ -156,3 +156,29 @@ def test_load_config_overrides_and_errors(tmp_path: Path) -> None:
     assert info.value.key == "dataset.instance"
     with pytest.raises(DataError):
         load_config(str(tmp_path / "absent.yaml"))
+
+
+def test_extends_merges_over_its_base(tmp_path: Path) -> None:
+    base = write_yaml(tmp_path / "base.yaml", "dataset:\n  nuisance: dilation\n  max_per_class: 40\n"
+                      "search:\n  space:\n    classifier.gen_frac: {type: float, low: 0, high: 0.9}\n"
+                      "    seed: {type: int, low: 0, high: 3}\n")
+    mid = write_yaml(tmp_path / "mid.yaml", "extends: base.yaml\nname: mid\ndataset:\n  max_per_class: 30\n")
+    (tmp_path / "sub").mkdir()
+    leaf = write_yaml(tmp_path / "sub" / "leaf.yaml", "extends: ../mid.yaml\nname: leaf\nsearch:\n  space:\n    seed: null\n")
+    cfg, _ = load_config(str(leaf))
+    assert cfg.name == "leaf" and cfg.dataset.nuisance == "dilation"  # through two bases, relative paths
+    assert cfg.dataset.max_per_class == 30  # the nearer file wins, key by key
+    assert set(cfg.search.space) == {"classifier.gen_frac"}  # null drops a base mapping entry
+    assert load_config(str(mid))[0].dataset.max_per_class == 30 and base.is_file()
+    bundled = load_config("k49-dil-lt")[0]
+    assert bundled.dataset.nuisance == "dilation" and bundled.classifier.arch == "resnet20"  # presets extend too
+
+
+def test_extends_cycle_and_missing_base_exit_2_naming_the_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    a = write_yaml(tmp_path / "a.yaml", "extends: b.yaml\nname: a\n")
+    write_yaml(tmp_path / "b.yaml", "extends: a.yaml\n")
+    lost = write_yaml(tmp_path / "lost.yaml", "extends: nowhere.yaml\nname: lost\n")
+    cycle, missing = gitsweep_parallel([(["run", str(a)], home), (["run", str(lost)], home)])
+    assert_bad_input(cycle, home, "extends cycle", str(a))
+    assert_bad_input(missing, home, str(lost), "extends 'nowhere.yaml'")

@@ -159,3 +159,25 @@ def test_relative_link_resolves(page: Path, target: str) -> None:
     assert dest.exists(), f"{_rel(page)}: link to {target} points to a missing file"
     if anchor and page.name in USER_PAGES and dest.suffix == ".md":
         assert anchor in anchors(dest), f"{_rel(page)}: link to {target}: no heading with that anchor"
+
+
+# ---- registries -----------------------------------------------------------------------------------
+
+
+def test_registry_names_are_the_config_values_and_the_documented_ones() -> None:
+    from gitlib.configs import choice_fields
+    from gitlib.errors import ConfigError
+
+    text = (DOCS / "sweeps.md").read_text()
+    fields = choice_fields(SweepConfig)
+    assert {"trial", "dataset.source", "dataset.nuisance", "dataset.profile", "classifier.arch",
+            "classifier.loss", "classifier.train_rule"} <= set(fields)  # every real choice is a registry
+    for key, registry in fields.items():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{key}` |")), None)
+        assert row is not None, f"{key} has no row in docs/sweeps.md"
+        documented = re.findall(r"`([^`|]+)`", row.split("|")[2])
+        assert documented == list(registry.names()), key  # the docs list exactly the registered names
+        with pytest.raises(ConfigError) as info:
+            load_config("demo", [f"{key}=no-such-name"])
+        listed = str(info.value).split("(valid: ")[1].rstrip(")").split(", ")
+        assert listed == list(registry.names()), key  # and so does the error a user sees

@@ -1,6 +1,7 @@
-"""Long-tailed data sets with known nuisances: profiles, nuisances, real sources, a Parquet store.
+"""Long-tailed data sets with known nuisances: profiles, nuisances, real sources, content-addressed builds.
 
-Heavy modules (torch, torchvision, pyarrow, sklearn) load only when their function is first used.
+`DatasetSpec` and the registries (`SOURCES`, `NUISANCES`, `PROFILES`) load without torch; the rest loads on
+first use.
 """
 
 from __future__ import annotations
@@ -8,14 +9,22 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from gitlib.data.spec import DatasetSpec
+from gitlib.data.profiles import PROFILES, class_counts
+from gitlib.data.sources import SOURCES, check_source
+from gitlib.data.spec import NUISANCES, DatasetSpec
 
 __all__ = [
+    "NUISANCES",
+    "PROFILES",
+    "SOURCES",
+    "BalancedSampler",
     "BuiltDataset",
     "DatasetSpec",
     "Nuisance",
     "SourceArrays",
+    "check_source",
     "class_counts",
+    "ensure_built",
     "get_dataset",
     "get_nuisance",
     "load_source",
@@ -24,13 +33,14 @@ __all__ = [
 
 _LAZY = {
     "BuiltDataset": "gitlib.data.dataset",
+    "BalancedSampler": "gitlib.data.sampling",
     "Nuisance": "gitlib.data.nuisances",
     "get_nuisance": "gitlib.data.nuisances",
     "nuisance_for_spec": "gitlib.data.nuisances",
-    "class_counts": "gitlib.data.profiles",
     "SourceArrays": "gitlib.data.sources",
     "load_source": "gitlib.data.sources",
-    "get_dataset": "gitlib.data.store",
+    "ensure_built": "gitlib.data.builds",
+    "get_dataset": "gitlib.data.builds",
 }
 
 

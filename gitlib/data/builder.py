@@ -1,6 +1,6 @@
 """DatasetSpec + source arrays -> the four splits of a long-tailed data set, in memory.
 
-Recipe (PAPER.md, K49-LT): per class, `val_fraction` of the source's train images is held out as the
+Recipe (docs/science.md, "Long-tailed data sets"): per class, `val_fraction` of the source's train images is held out as the
 validation pool and the rest are the base images. Class k's training set has `class_counts(...)[k]`
 examples, example i being base image (i mod n_base) with a freshly drawn nuisance; the untransformed
 base image of every training example is kept too (`Split.base_x`), for the oracle to re-draw on. Validation: at most

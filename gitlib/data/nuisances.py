@@ -2,42 +2,37 @@
 oracle augmentation and eKLD).
 
 Every nuisance takes images (N, C, H, W), uint8 or float in [0, 1], on any device, and gives back the
-same dtype and device (uint8 results are rounded and clamped). Random draws come from the
-`torch.Generator` passed in (drawn on the generator's device, then moved), so the same seed gives the
-same output. `measure` returns the quantity each nuisance changes, for generator diversity metrics.
+same dtype and device (uint8 results are rounded and clamped). Random draws come from the random stream
+`rng` passed in (drawn on its device, then moved), so the same seed gives the same output. `measure`
+returns the quantity each nuisance changes, for generator diversity metrics. The names are the
+`dataset.nuisance` registry (gitlib.data.spec.NUISANCES).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from gitlib.augmenter import as_float
+from gitlib.data.spec import NUISANCES
 from gitlib.errors import ConfigError
 
 Params = dict[str, torch.Tensor]
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 in [0, 1]; float stays float, promoted to float32 for the arithmetic."""
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    return images.float()
-
-
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64)
+def _uniform(n: int, low: float, high: float, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    gen_device = rng.device if rng is not None else torch.device("cpu")
+    u = torch.rand(n, generator=rng, device=gen_device, dtype=torch.float64)
     return (low + (high - low) * u).to(device)
 
 
-def _randint(n: int, low: int, high: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def _randint(n: int, low: int, high: int, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Integers uniform in [low, high)."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randint(low, high, (n,), generator=generator, device=gen_device).to(device)
+    gen_device = rng.device if rng is not None else torch.device("cpu")
+    return torch.randint(low, high, (n,), generator=rng, device=gen_device).to(device)
 
 
 class Nuisance:
@@ -45,13 +40,13 @@ class Nuisance:
 
     name: ClassVar[str] = ""
 
-    def apply(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
+    def apply(self, images: torch.Tensor, rng: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
         """Transformed images (same dtype / device) and the drawn parameters, each a (N,) tensor."""
         raise NotImplementedError
 
-    def sample(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, images: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
         """Fresh nuisance draws on a batch: what oracle augmentation and eKLD call."""
-        return self.apply(images, generator)[0]
+        return self.apply(images, rng)[0]
 
     def measure(self, images: torch.Tensor) -> torch.Tensor:
         """(N,) float32: the quantity this nuisance varies, measured on the images themselves."""
@@ -65,26 +60,13 @@ class Nuisance:
         return f"{type(self).__name__}({opts})"
 
 
-_REGISTRY: dict[str, Callable[..., Nuisance]] = {}
-
-
-def register(cls: type[Nuisance]) -> type[Nuisance]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def nuisance_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def get_nuisance(name: str, **opts: Any) -> Nuisance:
     """The registered nuisance `name` built with `opts` (e.g. get_nuisance("rotation", degrees=30))."""
-    if name not in _REGISTRY:
-        raise ConfigError("nuisance", f"unknown nuisance {name!r} (known: {', '.join(nuisance_names())})")
     try:
-        return _REGISTRY[name](**opts)
+        nuisance: Nuisance = NUISANCES.build(name, **opts)
     except (TypeError, ValueError) as exc:
-        raise ConfigError("nuisance", f"bad options for {name!r}: {exc}") from None
+        raise ConfigError(NUISANCES.key, f"bad options for {name!r}: {exc}") from None
+    return nuisance
 
 
 def nuisance_for_spec(spec: Any) -> Nuisance:
@@ -94,18 +76,16 @@ def nuisance_for_spec(spec: Any) -> Nuisance:
     return get_nuisance(spec.nuisance)
 
 
-@register
 class NoNuisance(Nuisance):
     name = "none"
 
-    def apply(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
+    def apply(self, images: torch.Tensor, rng: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
         return images.clone(), {}
 
     def measure(self, images: torch.Tensor) -> torch.Tensor:
         return torch.zeros(images.shape[0], device=images.device)
 
 
-@register
 class Rotation(Nuisance):
     """Rotation by an angle uniform in [-degrees, degrees] (positive = counter-clockwise as displayed),
     bicubic, zeros outside the image, clamped back to [0, 1] (bicubic overshoots)."""
@@ -120,8 +100,8 @@ class Rotation(Nuisance):
     def options(self) -> dict[str, Any]:
         return {"degrees": self.degrees}
 
-    def apply(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
-        angle = _uniform(images.shape[0], -self.degrees, self.degrees, generator, images.device)
+    def apply(self, images: torch.Tensor, rng: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
+        angle = _uniform(images.shape[0], -self.degrees, self.degrees, rng, images.device)
         return rotate(images, angle), {"angle": angle.float()}
 
     def measure(self, images: torch.Tensor) -> torch.Tensor:
@@ -152,7 +132,7 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 def principal_angle(images: torch.Tensor) -> torch.Tensor:
     """Orientation of each image's principal axis from intensity second moments, degrees in (-90, 90],
     counter-clockwise from the x axis as displayed (so it moves with `rotate`)."""
-    x = to_float(images).mean(dim=1)  # (N, H, W)
+    x = as_float(images).mean(dim=1)  # (N, H, W)
     _, h, w = x.shape
     ys = -(torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2)  # y up
     xs = torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2
@@ -167,7 +147,6 @@ def principal_angle(images: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(0.5 * torch.atan2(2 * mu11, mu20 - mu02)).float()
 
 
-@register
 class Background(Nuisance):
     """Pixels exactly 0 (in every channel) set to one random integer level in [0, levels) per image,
     i.e. level / 255 in float images (K49-BG-LT: levels = 100)."""
@@ -183,8 +162,8 @@ class Background(Nuisance):
     def options(self) -> dict[str, Any]:
         return {"levels": self.levels}
 
-    def apply(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
-        level = _randint(images.shape[0], 0, self.levels, generator, images.device)  # (N,) int64
+    def apply(self, images: torch.Tensor, rng: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
+        level = _randint(images.shape[0], 0, self.levels, rng, images.device)  # (N,) int64
         zero = (images == 0).all(dim=1, keepdim=True)  # (N, 1, H, W)
         if images.dtype == torch.uint8:
             fill = level.to(torch.uint8)
@@ -195,14 +174,13 @@ class Background(Nuisance):
 
     def measure(self, images: torch.Tensor) -> torch.Tensor:
         """Most common 0..255 level among pixels darker than the ink threshold (the background)."""
-        x = to_float(images).mean(dim=1).flatten(1)  # (N, H*W)
+        x = as_float(images).mean(dim=1).flatten(1)  # (N, H*W)
         q = (x * 255.0).round().long().clamp(0, 255)
         dark = (x < self.ink_threshold).float()
         hist = torch.zeros(x.shape[0], 256, device=x.device).scatter_add_(1, q, dark)  # (N, 256)
         return hist.argmax(dim=1).float()
 
 
-@register
 class Dilation(Nuisance):
     """Stroke thickness: with probability p_dilate a dilation by a square kernel of size uniform in
     dilate_sizes (inclusive), else an erosion with size uniform in erode_sizes (size 1 = unchanged).
@@ -230,17 +208,17 @@ class Dilation(Nuisance):
     def options(self) -> dict[str, Any]:
         return {"p_dilate": self.p_dilate, "dilate_sizes": self.dilate_sizes, "erode_sizes": self.erode_sizes}
 
-    def apply(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
+    def apply(self, images: torch.Tensor, rng: torch.Generator | None = None) -> tuple[torch.Tensor, Params]:
         n, device = images.shape[0], images.device
-        dilate = _uniform(n, 0.0, 1.0, generator, device) < self.p_dilate
-        dk = _randint(n, self.dilate_sizes[0], self.dilate_sizes[1] + 1, generator, device)
-        ek = _randint(n, self.erode_sizes[0], self.erode_sizes[1] + 1, generator, device)
+        dilate = _uniform(n, 0.0, 1.0, rng, device) < self.p_dilate
+        dk = _randint(n, self.dilate_sizes[0], self.dilate_sizes[1] + 1, rng, device)
+        ek = _randint(n, self.erode_sizes[0], self.erode_sizes[1] + 1, rng, device)
         kernel = torch.where(dilate, dk, ek)
         return morph(images, dilate, kernel), {"dilate": dilate, "kernel": kernel}
 
     def measure(self, images: torch.Tensor) -> torch.Tensor:
         """Ink pixel count: pixels brighter than the ink threshold (channel mean)."""
-        return (to_float(images).mean(dim=1) > self.ink_threshold).flatten(1).sum(dim=1).float()
+        return (as_float(images).mean(dim=1) > self.ink_threshold).flatten(1).sum(dim=1).float()
 
 
 def _extreme_filter(x: torch.Tensor, k: int, dilate: bool) -> torch.Tensor:

@@ -13,8 +13,15 @@ Both are clipped below at `min_per_class` (paper K49-LT: 5).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+
+from gitlib.registry import Registry
+
+# name -> sizes by rank, largest first: f(num_classes, max_per_class, imbalance_ratio, zipf_alpha)
+SizeProfile = Callable[[int, int, float, "float | None"], np.ndarray]
+PROFILES: Registry[SizeProfile] = Registry("dataset.profile")
 
 # int() of a product that is mathematically an integer (e.g. 500 * 100^-1) must not fall one short
 # because of rounding in the power: nudge by a relative 1e-9 before flooring.
@@ -44,6 +51,17 @@ def zipf_sizes(num_classes: int, max_per_class: int, alpha: float) -> np.ndarray
     return _floor(max_per_class * k ** (-alpha))
 
 
+@PROFILES.register("exponential")
+def _exponential(num_classes: int, max_per_class: int, imbalance_ratio: float, zipf_alpha: float | None) -> np.ndarray:
+    return exponential_sizes(num_classes, max_per_class, imbalance_ratio)
+
+
+@PROFILES.register("zipf")
+def _zipf(num_classes: int, max_per_class: int, imbalance_ratio: float, zipf_alpha: float | None) -> np.ndarray:
+    alpha = zipf_alpha if zipf_alpha is not None else zipf_alpha_for(num_classes, imbalance_ratio)
+    return zipf_sizes(num_classes, max_per_class, alpha)
+
+
 def class_order(num_classes: int, instance: int) -> np.ndarray:
     """Class label receiving the k-th largest size. Instance 0 is the identity (class 0 largest, the
     CIFAR-LT convention); instance i > 0 is a permutation seeded by i alone, so an instance means the
@@ -63,14 +81,7 @@ def class_counts(
     instance: int = 0,
 ) -> np.ndarray:
     """Training images per class label, (num_classes,) int64, for one profile and class order."""
-    if profile == "exponential":
-        sizes = exponential_sizes(num_classes, max_per_class, imbalance_ratio)
-    elif profile == "zipf":
-        alpha = zipf_alpha if zipf_alpha is not None else zipf_alpha_for(num_classes, imbalance_ratio)
-        sizes = zipf_sizes(num_classes, max_per_class, alpha)
-    else:
-        raise ValueError(f"unknown profile {profile!r} (known: exponential, zipf)")
-    sizes = np.maximum(sizes, min_per_class)
+    sizes = np.maximum(PROFILES.get(profile)(num_classes, max_per_class, imbalance_ratio, zipf_alpha), min_per_class)
     counts = np.empty(num_classes, dtype=np.int64)
     counts[class_order(num_classes, instance)] = sizes
     return counts

@@ -1,15 +1,22 @@
-"""DatasetSpec: everything that determines a built data set (and so its content hash)."""
+"""DatasetSpec: everything that determines a built data set (and so its content hash). Torch-free."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated
 
 from gitlib.configs import join, require
+from gitlib.data.profiles import PROFILES
+from gitlib.data.sources import SOURCES
+from gitlib.registry import Registry
 
-SOURCES = ("digits", "k49", "mnist", "kmnist", "fashion-mnist", "cifar10", "cifar100", "gtsrb")
-NUISANCES = ("rotation", "background", "dilation", "none")
-PROFILES = ("zipf", "exponential")
+# Nuisance transforms are torch code; the names resolve to their classes only when one is built.
+NUISANCES: Registry = Registry("dataset.nuisance", {
+    "rotation": "gitlib.data.nuisances:Rotation",
+    "background": "gitlib.data.nuisances:Background",
+    "dilation": "gitlib.data.nuisances:Dilation",
+    "none": "gitlib.data.nuisances:NoNuisance",
+})
 
 
 @dataclass(frozen=True)
@@ -17,14 +24,14 @@ class DatasetSpec:
     """A long-tailed data set with a known nuisance, built from a real source.
 
     Class sizes follow `profile` from `max_per_class` down to `max_per_class / imbalance_ratio`
-    (see gitlib.data.profiles). `zipf_alpha` set together with `min_per_class` gives the paper's
+    (see gitlib.data.profiles; docs/science.md has the recipes). `zipf_alpha` set together with `min_per_class` gives the paper's
     K49-LT recipe instead: size_k = max(int(max * pmf(k) / pmf(1)), min_per_class).
     """
 
-    source: Literal["digits", "k49", "mnist", "kmnist", "fashion-mnist", "cifar10", "cifar100", "gtsrb"] = "digits"
+    source: Annotated[str, SOURCES] = "digits"
     root: str | None = None  # folder of the real files; not needed for digits
-    nuisance: Literal["rotation", "background", "dilation", "none"] = "background"
-    profile: Literal["zipf", "exponential"] = "exponential"
+    nuisance: Annotated[str, NUISANCES] = "background"
+    profile: Annotated[str, PROFILES] = "exponential"
     imbalance_ratio: float = 100.0  # largest / smallest class size (ignored when zipf_alpha is set)
     zipf_alpha: float | None = None  # explicit Zipf exponent (paper: 2.0); None = derived from the ratio
     max_per_class: int = 500  # size of the largest class; base images are cycled with fresh nuisances

@@ -1,5 +1,5 @@
 """Is a generator usable for GIT? It must keep the class (label preservation) and vary the nuisance
-(nuisance diversity). PAPER.md "Generator recipe", last line.
+(nuisance diversity). docs/science.md, "Generator recipe".
 
 - Label preservation: the share of generated images that a classifier trained on the real training set
   assigns to the source image's class; overall and on the smallest third of classes, where GIT matters.
@@ -19,17 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gitlib.augmenter import Augmenter, as_float
 from gitlib.data.dataset import BuiltDataset
-from gitlib.train.augment import Augmenter
-from gitlib.train.generator import BalancedSampler
-from gitlib.train.runtime import make_generator
+from gitlib.data.sampling import BalancedSampler
+from gitlib.device import seeded_rng
+from gitlib.models.inference import predict_labels
 
 # Quantities measured as an orientation in degrees repeat with this period (principal axis: 180).
 CIRCULAR_PERIODS: dict[str, float] = {"rotation": 180.0}
-
-
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
 
 
 def small_classes(class_counts: np.ndarray, share: float = 1 / 3) -> np.ndarray:
@@ -42,28 +39,13 @@ def small_classes(class_counts: np.ndarray, share: float = 1 / 3) -> np.ndarray:
 
 def balanced_sources(data: BuiltDataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` training images drawn class-balanced (class uniform, then an image): (n, C, H, W) uint8, (n,)."""
-    gen = make_generator(seed, torch.device("cpu"))
-    idx = BalancedSampler(data.train_y, data.num_classes)(n, gen)
+    idx = BalancedSampler(data.train_y, data.num_classes)(n, seeded_rng(seed))
     return data.train_x[idx], data.train_y[idx]
 
 
 @torch.no_grad()
-def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Arg-max labels (N,) of `classifier` (eval mode, restored after) on images in [0, 1] or uint8."""
-    was_training = classifier.training
-    classifier.eval()
-    device = next(classifier.parameters()).device
-    try:
-        out = [classifier(_as_float(images[i:i + batch_size]).to(device)).argmax(1).cpu()
-               for i in range(0, len(images), batch_size)]
-    finally:
-        classifier.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
-
-
-@torch.no_grad()
 def label_preservation(augmenter: Augmenter, classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                       class_counts: np.ndarray, generator: torch.Generator,
+                       class_counts: np.ndarray, rng: torch.Generator,
                        batch_size: int = 512) -> dict[str, float]:
     """Share of generated images (one random style per source) the classifier assigns to the source class.
 
@@ -71,12 +53,12 @@ def label_preservation(augmenter: Augmenter, classifier: nn.Module, images: torc
     `real_all` / `real_small`: the classifier on the sources themselves (the ceiling of the first two).
     """
     device = next(classifier.parameters()).device
-    x = _as_float(images)  # (N, C, H, W)
-    fake = torch.cat([augmenter.sample(x[i:i + batch_size].to(device), generator).cpu()
+    x = as_float(images)  # (N, C, H, W)
+    fake = torch.cat([augmenter.sample(x[i:i + batch_size].to(device), rng).cpu()
                       for i in range(0, len(x), batch_size)])
     labels = labels.cpu()
-    hit_fake = predict(classifier, fake, batch_size) == labels  # (N,)
-    hit_real = predict(classifier, x, batch_size) == labels
+    hit_fake = predict_labels(classifier, fake, device, batch_size=batch_size).cpu() == labels  # (N,)
+    hit_real = predict_labels(classifier, x, device, batch_size=batch_size).cpu() == labels
     small = torch.as_tensor(np.isin(labels.numpy(), small_classes(class_counts)))
 
     def share(hits: torch.Tensor, mask: torch.Tensor | None = None) -> float:
@@ -100,7 +82,7 @@ def spread(values: torch.Tensor, dim: int = -1, period: float | None = None) -> 
 
 @torch.no_grad()
 def nuisance_diversity(augmenter: Augmenter, images: torch.Tensor, reference: torch.Tensor, nuisance: Any,
-                       generator: torch.Generator, styles: int = 16, batch_size: int = 512,
+                       rng: torch.Generator, styles: int = 16, batch_size: int = 512,
                        device: torch.device | str | None = None) -> dict[str, float]:
     """Spread of `nuisance.measure` across `styles` random styles per source image, averaged over the
     sources, relative to its spread over `reference` (the real training images).
@@ -108,16 +90,16 @@ def nuisance_diversity(augmenter: Augmenter, images: torch.Tensor, reference: to
     `nuisance` is a gitlib.data.nuisances.Nuisance (anything with `measure(images) -> (N,)` and a `name`).
     Returns `diversity` (the ratio: 1.0 = as diverse as the real data), `spread_generated`, `spread_real`.
     """
-    dev = torch.device(device) if device is not None else generator.device
+    dev = torch.device(device) if device is not None else rng.device
     period = CIRCULAR_PERIODS.get(getattr(nuisance, "name", ""))
-    x = _as_float(images).repeat_interleave(styles, dim=0)  # (M * styles, C, H, W), copies adjacent
+    x = as_float(images).repeat_interleave(styles, dim=0)  # (M * styles, C, H, W), copies adjacent
     measured = []
     for i in range(0, len(x), batch_size):
-        fake = augmenter.sample(x[i:i + batch_size].to(dev), generator)
+        fake = augmenter.sample(x[i:i + batch_size].to(dev), rng)
         measured.append(nuisance.measure(fake).float().cpu())
     per_source = torch.cat(measured).view(len(images), styles)  # (M, styles)
     gen_spread = float(spread(per_source, dim=1, period=period).mean())
-    real = torch.cat([nuisance.measure(_as_float(reference[i:i + 4096])).float().cpu()
+    real = torch.cat([nuisance.measure(as_float(reference[i:i + 4096])).float().cpu()
                       for i in range(0, len(reference), 4096)])
     real_spread = float(spread(real, dim=0, period=period))
     ratio = gen_spread / real_spread if real_spread > 0 else float("nan")
@@ -143,9 +125,9 @@ def train_reference_classifier(data: BuiltDataset, seed: int, device: torch.devi
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.15)
     sampler = BalancedSampler(y, data.num_classes)
-    gen = make_generator(seed, device)
+    rng = seeded_rng(seed, device)
     for _ in range(iterations):
-        idx = sampler(batch_size, gen)
+        idx = sampler(batch_size, rng)
         loss = F.cross_entropy(model(x[idx].float() / 255), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,10 +144,10 @@ def generator_quality(augmenter: Augmenter, data: BuiltDataset, classifier: nn.M
     device = torch.device(device)
     src_x, src_y = balanced_sources(data, eval_samples, seed)
     out = {f"preservation/{k}": v for k, v in label_preservation(
-        augmenter, classifier, src_x, src_y, data.class_counts, make_generator(seed + 1, device)).items()}
+        augmenter, classifier, src_x, src_y, data.class_counts, seeded_rng(seed + 1, device)).items()}
     if nuisance is not None and getattr(nuisance, "name", "") != "none":
         div_x, _ = balanced_sources(data, diversity_sources, seed + 2)
-        div = nuisance_diversity(augmenter, div_x, data.train_x, nuisance, make_generator(seed + 3, device),
+        div = nuisance_diversity(augmenter, div_x, data.train_x, nuisance, seeded_rng(seed + 3, device),
                                  styles=styles, device=device)
         out.update({"diversity/ratio": div["diversity"], "diversity/spread_generated": div["spread_generated"],
                     "diversity/spread_real": div["spread_real"]})

@@ -1,4 +1,4 @@
-"""Per-class invariance of a classifier to a transformation distribution T (PAPER.md "eKLD").
+"""Per-class invariance of a classifier to a transformation distribution T (docs/science.md, "eKLD").
 
 eKLD(c) = mean over test images x of class c and K copies x' = T(x) of KL(p(y|x) || p(y|x')).
 Each image is paired with transforms of itself. Everything runs in batches on the device: a chunk of
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gitlib.augmenter import Augmenter, as_float
+from gitlib.device import seeded_rng
 from gitlib.models.resnet import inference_copy
-from gitlib.train.augment import Augmenter
-from gitlib.train.runtime import make_generator
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,6 @@ def _as_augmenter(nuisance: str | Augmenter) -> Augmenter:
     return nuisance
 
 
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) / (N, C, H, W) or float in [0, 1] -> float (N, C, H, W) in [0, 1]."""
-    if images.dim() == 3:
-        images = images[:, None]
-    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-
-
 @torch.no_grad()
 def invariance_per_class(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                          nuisance: str | Augmenter, num_samples: int, seed: int,
@@ -63,7 +56,7 @@ def invariance_per_class(model: nn.Module, images: torch.Tensor, labels: torch.T
     augmenter = _as_augmenter(nuisance)
     k = int(num_classes if num_classes is not None else int(labels.max()) + 1)
     labels = labels.to(device=device, dtype=torch.int64)
-    gen = make_generator(seed, device)
+    rng = seeded_rng(seed, device)
     per_chunk = max(1, batch_size // num_samples)  # images per chunk
     kl_img, cons_img = [], []
     was_training = model.training
@@ -71,9 +64,9 @@ def invariance_per_class(model: nn.Module, images: torch.Tensor, labels: torch.T
     net.eval()
     try:
         for start in range(0, images.shape[0], per_chunk):
-            x = _as_float(images[start:start + per_chunk].to(device))  # (b, C, H, W)
+            x = as_float(images[start:start + per_chunk].to(device))  # (b, C, H, W)
             logp = F.log_softmax(net(x).float(), dim=1)  # (b, K)
-            copies = augmenter.sample(x.repeat_interleave(num_samples, dim=0), gen)  # (b*S, C, H, W)
+            copies = augmenter.sample(x.repeat_interleave(num_samples, dim=0), rng)  # (b*S, C, H, W)
             logq = torch.cat([F.log_softmax(net(part).float(), dim=1)
                               for part in copies.split(batch_size)])  # (b*S, K)
             logp_rep = logp.repeat_interleave(num_samples, dim=0)  # (b*S, K), row i*S+j pairs with image i

@@ -9,8 +9,8 @@ decoding, so every image size round-trips.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,32 +18,7 @@ from torch import nn
 
 from gitlib.configs import from_dict, to_dict
 from gitlib.errors import ConfigError, DataError
-from gitlib.train.config import GeneratorConfig
-
-# GeneratorConfig field overrides: the CPU preset (digits 16x16) and the paper's K49 preset (28x28).
-MUNIT_PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "dim": 16, "n_res": 2, "n_downsample": 1, "style_dim": 8, "mlp_dim": 64,
-        "dis_dim": 16, "dis_layers": 2, "dis_scales": 2,
-        # Style reconstruction x5: at weight 1 this small model lets the content code carry the
-        # nuisance and ignores most of the random style (background diversity 0.34 vs 0.6).
-        "batch_size": 16, "lr": 5e-4, "iterations": 800, "recon_s_w": 5.0,
-    },
-    "k49": {
-        # dis_layers 3 (not MUNIT's 4): a fourth stride-2 conv would shrink the second scale of a
-        # 28x28 image to nothing.
-        "dim": 64, "n_res": 4, "n_downsample": 2, "style_dim": 8, "mlp_dim": 256,
-        "dis_dim": 64, "dis_layers": 3, "dis_scales": 2,
-        "batch_size": 1, "lr": 1e-4, "iterations": 10_000, "recon_s_w": 1.0,
-    },
-}
-
-
-def preset_config(name: str, **overrides: Any) -> GeneratorConfig:
-    """GeneratorConfig of preset `name` ('cpu' or 'k49'), with further field overrides."""
-    if name not in MUNIT_PRESETS:
-        raise ConfigError("generator", f"unknown MUNIT preset '{name}' (known: {', '.join(MUNIT_PRESETS)})")
-    return from_dict(GeneratorConfig, {**MUNIT_PRESETS[name], **overrides}, "generator")
+from gitlib.models.arch import MunitArch
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -162,11 +137,11 @@ class Decoder(nn.Module):
 class Munit(nn.Module):
     """The MUNIT generator (content encoder, style encoder, decoder) on images in [0, 1].
 
-    Implements the augmenter interface: `sample(images, generator)` re-renders each image with a
+    Implements the augmenter interface: `sample(images, rng)` re-renders each image with a
     random style drawn from N(0, I), keeping its content (and so, if trained well, its class).
     """
 
-    def __init__(self, in_channels: int, cfg: GeneratorConfig) -> None:
+    def __init__(self, in_channels: int, cfg: MunitArch) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.cfg = cfg
@@ -194,9 +169,9 @@ class Munit(nn.Module):
         y = (self.decoder(content, style) + 1) / 2
         return y if size is None else y[..., : size[0], : size[1]]
 
-    def random_style(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(n, style_dim) styles from N(0, I), drawn with `generator` (on the generator's device)."""
-        return torch.randn(n, self.style_dim, generator=generator, device=generator.device)
+    def random_style(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """(n, style_dim) styles from N(0, I), drawn from `rng` (on its device)."""
+        return torch.randn(n, self.style_dim, generator=rng, device=rng.device)
 
     def forward(self, images: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """Re-render `images` (B, C, H, W) in [0, 1] with `style` (B, style_dim)."""
@@ -204,13 +179,13 @@ class Munit(nn.Module):
         return self.decode(content, style, (images.shape[-2], images.shape[-1]))
 
     @torch.no_grad()
-    def sample(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """Augmenter interface: random styles ~ N(0, I); same shape, dtype and range as `images`."""
         was_training = self.training
         self.eval()
         try:
             x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-            style = self.random_style(x.shape[0], generator).to(x.device)
+            style = self.random_style(x.shape[0], rng).to(x.device)
             y = self(x, style).float().clamp(0, 1)  # (B, C, H, W)
         finally:
             self.train(was_training)
@@ -264,7 +239,7 @@ class MsDiscriminator(nn.Module):
         return outs
 
 
-def build_munit(in_channels: int, image_size: int, cfg: GeneratorConfig) -> tuple[Munit, MsDiscriminator]:
+def build_munit(in_channels: int, image_size: int, cfg: MunitArch) -> tuple[Munit, MsDiscriminator]:
     """Generator and discriminator for (in_channels, image_size) images; bad sizes raise ConfigError."""
     if image_size < 2 ** max(cfg.style_downsample, 1):
         raise ConfigError("generator.style_downsample", f"too many downsamplings for a {image_size}px image")
@@ -273,8 +248,8 @@ def build_munit(in_channels: int, image_size: int, cfg: GeneratorConfig) -> tupl
     return Munit(in_channels, cfg), dis
 
 
-def save_generator(path: str | Path, model: Munit, cfg: GeneratorConfig, in_channels: int) -> None:
-    """Write the generator's weights with its config as a plain dict (loadable with weights_only=True)."""
+def save_generator(path: str | Path, model: Munit, cfg: MunitArch, in_channels: int) -> None:
+    """Write the generator's weights with its architecture as a plain dict (loadable with weights_only=True)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -290,7 +265,8 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> Muni
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != "gitsweep-munit-1":
         raise DataError(str(path), "not a gitsweep MUNIT checkpoint")
-    cfg = from_dict(GeneratorConfig, blob["config"], "generator")
+    fields = {f.name for f in dataclasses.fields(MunitArch)}  # older files stored the whole generator config
+    cfg = from_dict(MunitArch, {k: v for k, v in blob["config"].items() if k in fields}, "generator")
     model = Munit(int(blob["in_channels"]), cfg)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()

@@ -7,12 +7,14 @@ set from the training set, so every caller (training, eKLD, GIT) feeds the same 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from gitlib.models.arch import ARCHITECTURES
 
 
 class BasicBlock(nn.Module):
@@ -123,17 +125,10 @@ def resnet_small(**kw: object) -> CifarResNet:
     return CifarResNet(1, (9, 18, 36), **kw)  # type: ignore[arg-type]
 
 
-ARCHITECTURES: dict[str, Callable[..., CifarResNet]] = {
-    "resnet_small": resnet_small,
-    "resnet20": resnet20,
-    "resnet32": resnet32,
-}
-
-
 def build_classifier(arch: str, in_channels: int, num_classes: int, normed_head: bool = False,
                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> CifarResNet:
-    """A registered architecture; `mean` / `std` (per channel, images in [0, 1]) come from the training set."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown arch '{arch}' (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[arch](in_channels=in_channels, num_classes=num_classes, normed_head=normed_head,
-                               mean=mean, std=std)
+    """A registered architecture (gitlib.models.arch.ARCHITECTURES); `mean` / `std` (per channel, images
+    in [0, 1]) come from the training set."""
+    model: CifarResNet = ARCHITECTURES.build(arch, in_channels=in_channels, num_classes=num_classes,
+                                             normed_head=normed_head, mean=mean, std=std)
+    return model

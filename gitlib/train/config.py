@@ -1,23 +1,33 @@
-"""Typed configs of the two training loops; saved inside checkpoints and logged as MLflow params."""
+"""Typed configs of the two training loops; saved inside checkpoints and logged as MLflow params.
+
+Torch-free: the choices (architecture, loss, training rule) are registries whose implementations load
+on first use, so a config validates without torch.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from gitlib.configs import join, require
+from gitlib.models.arch import ARCHITECTURES, MunitArch
+from gitlib.registry import Registry
+from gitlib.train.rules import RULES
 
-ARCHS = ("resnet_small", "resnet20", "resnet32")
-LOSSES = ("ce", "ldam", "focal")
-TRAIN_RULES = ("none", "resample", "reweight", "drw", "drs")
-AUGMENTS = ("none", "oracle", "git")
+# Factories (class_counts, ClassifierConfig) -> loss(logits, targets, class_weight); reference spellings too.
+LOSSES: Registry = Registry("classifier.loss", {
+    "ce": "gitlib.train.losses:cross_entropy",
+    "ldam": "gitlib.train.losses:ldam",
+    "focal": "gitlib.train.losses:focal",
+})
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Classifier recipe (PAPER.md "Classifier recipe"); defaults are CPU-sized for digits 16x16."""
+    """Classifier recipe (docs/science.md, "Classifier recipe"); defaults are CPU-sized for digits 16x16."""
 
-    arch: Literal["resnet_small", "resnet20", "resnet32"] = "resnet_small"
+    arch: Annotated[str, ARCHITECTURES] = "resnet_small"
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1
@@ -26,8 +36,8 @@ class ClassifierConfig:
     warmup_epochs: int = 5  # linear warm-up
     milestones: tuple[int, ...] = (20, 25)  # epochs after which lr is multiplied by lr_factors[i]
     lr_factors: tuple[float, ...] = (0.01, 0.0001)  # cumulative factors of the base lr (paper: x0.01, x0.0001)
-    loss: Literal["ce", "ldam", "focal"] = "ce"
-    train_rule: Literal["none", "resample", "reweight", "drw", "drs"] = "none"
+    loss: Annotated[str, LOSSES] = "ce"
+    train_rule: Annotated[str, RULES] = "none"
     ldam_max_margin: float = 0.5
     ldam_scale: float = 30.0
     focal_gamma: float = 1.0
@@ -72,6 +82,11 @@ class ClassifierConfig:
         return self.git_start_epoch if self.git_start_epoch is not None else self.first_drop_epoch
 
     @property
+    def effective_augment(self) -> str:
+        """The augmentation actually trained with: GIT or the oracle with no generated share is plain training."""
+        return "none" if self.gen_frac == 0 else self.augment
+
+    @property
     def resolved_augment_start(self) -> int:
         """0-based epoch from which the run's augmenter is on: git_start_epoch if set, else 0 for the
         oracle (applied throughout, the upper bound) and the delayed GIT start for git."""
@@ -82,12 +97,12 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """MUNIT architecture and training (PAPER.md "Generator recipe").
+    """MUNIT architecture and training (docs/science.md, "Generator recipe").
 
-    Defaults are the CPU preset (16x16, dim 16, 2 residual blocks, MLP 64, discriminator dim 16, batch 16,
-    lr 5e-4, 800 iterations, style reconstruction weight 5); the bundled GPU presets set the paper's
-    weight 1 explicitly. The paper's K49 preset is
-    dim 64, n_res 4, mlp_dim 256, batch 1, lr 1e-4, 10,000 iterations (gitlib.models.munit.MUNIT_PRESETS).
+    Defaults are the CPU recipe (16x16, dim 16, 2 residual blocks, MLP 64, discriminator dim 16, batch 16,
+    lr 5e-4, 800 iterations, style reconstruction weight 5: at the paper's weight 1 this small model lets
+    the content code carry the nuisance and ignores most of the random style). The paper's recipes are
+    the bundled GPU presets' bases (sweeps/presets/base/).
     """
 
     dim: int = 16  # base channels of the encoders / decoder
@@ -107,21 +122,27 @@ class GeneratorConfig:
     weight_decay: float = 1e-4
     gan_w: float = 1.0
     recon_x_w: float = 10.0
-    recon_s_w: float = 5.0  # paper: 1; the small CPU model needs 5 to use its style code (see MUNIT_PRESETS)
+    recon_s_w: float = 5.0  # paper: 1; the small CPU model needs 5 to use its style code
     recon_c_w: float = 1.0
     checkpoint_every: int = 100  # iterations between checkpoints
     eval_samples: int = 500  # generated images for label preservation / diversity
+    judge_iterations: int = 600  # training steps of the classifier that judges label preservation
     amp: bool = True
+
+    # Fields that only decide how a run is checkpointed or evaluated, not the weights it ends with.
+    EVAL_ONLY = ("checkpoint_every", "eval_samples", "judge_iterations")
+
+    @property
+    def arch(self) -> MunitArch:
+        return MunitArch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MunitArch)})
 
     def validate(self, prefix: str = "generator") -> None:
         k = lambda name: join(prefix, name)  # noqa: E731
-        for name in ("dim", "style_dim", "mlp_dim", "dis_dim", "dis_layers", "dis_scales", "iterations"):
-            require(getattr(self, name) >= 1, k(name), f"must be >= 1, got {getattr(self, name)}")
-        require(self.n_res >= 0, k("n_res"), "must be >= 0")
-        require(0 <= self.n_downsample <= 4, k("n_downsample"), "must be in [0, 4]")
-        require(0 <= self.style_downsample <= 6, k("style_downsample"), "must be in [0, 6]")
+        self.arch.validate(prefix)
+        require(self.iterations >= 1, k("iterations"), f"must be >= 1, got {self.iterations}")
         require(self.batch_size >= 1, k("batch_size"), "must be >= 1")
         require(0 < self.lr <= 1, k("lr"), f"must be in (0, 1], got {self.lr}")
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, k("beta1"), "betas must be in [0, 1)")
         require(self.checkpoint_every >= 1, k("checkpoint_every"), "must be >= 1")
         require(self.eval_samples >= 10, k("eval_samples"), "must be >= 10")
+        require(self.judge_iterations >= 1, k("judge_iterations"), "must be >= 1")

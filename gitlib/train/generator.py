@@ -1,4 +1,5 @@
-"""MUNIT training loop (PAPER.md "Generator recipe"): returns loss dicts, never logs anywhere itself.
+"""MUNIT training steps (docs/science.md, "Generator recipe"): returns loss dicts, never logs anywhere
+itself; the whole generator run (chunks, checkpoints, quality, sample grid) is gitlib.runs.generator.
 
 Both domains are the same training set, drawn class-balanced (a class uniformly, then an image of that
 class), so the shared generator sees the small classes as often as the large ones while the nuisance
@@ -17,32 +18,12 @@ import torch.nn.functional as F
 
 from gitlib.configs import to_dict
 from gitlib.data.dataset import BuiltDataset
-from gitlib.errors import DataError
+from gitlib.data.sampling import BalancedSampler
+from gitlib.device import Precision, seeded_rng
 from gitlib.models.munit import MsDiscriminator, Munit, build_munit
 from gitlib.train.config import GeneratorConfig
-from gitlib.train.runtime import Precision, make_generator
 
 LOSS_KEYS = ("gen_total", "gen_adv", "recon_x", "recon_s", "recon_c", "dis")
-
-
-class BalancedSampler:
-    """Class-balanced batches of indices into a labelled set, drawn with a torch.Generator on the device."""
-
-    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
-        counts = torch.bincount(labels, minlength=num_classes)  # (K,)
-        self.order = torch.argsort(labels, stable=True)  # indices grouped by class
-        self.starts = torch.cumsum(counts, 0) - counts  # first position of each class in `order`
-        self.counts = counts
-        self.present = torch.nonzero(counts > 0).flatten()  # classes that have images at all
-        if len(self.present) == 0:
-            raise DataError("train", "the training set is empty")
-
-    def __call__(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        dev = self.order.device
-        cls = self.present[torch.randint(len(self.present), (n,), generator=generator, device=dev)]  # (n,)
-        u = torch.rand(n, generator=generator, device=dev)
-        pos = (u * self.counts[cls]).long().clamp_max(self.counts[cls] - 1)
-        return self.order[self.starts[cls] + pos]  # (n,) indices
 
 
 def lsgan_loss(scores: list[torch.Tensor], target: float) -> torch.Tensor:
@@ -50,7 +31,7 @@ def lsgan_loss(scores: list[torch.Tensor], target: float) -> torch.Tensor:
     return torch.stack([torch.mean((s.float() - target) ** 2) for s in scores]).sum()
 
 
-class GeneratorTrainer:
+class MunitTrainer:
     """Trains a Munit + MsDiscriminator on `data`'s training split; exact resume via state_dict."""
 
     def __init__(self, cfg: GeneratorConfig, data: BuiltDataset, seed: int,
@@ -63,7 +44,7 @@ class GeneratorTrainer:
         # caller's RNG stream is left as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model, dis = build_munit(data.channels, data.image_size, cfg)
+            model, dis = build_munit(data.channels, data.image_size, cfg.arch)
         self.model: Munit = model.to(self.device).train()
         self.dis: MsDiscriminator = dis.to(self.device).train()
         adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
@@ -75,7 +56,7 @@ class GeneratorTrainer:
         self.x = data.train_x.to(self.device)  # (N, C, H, W) uint8
         self.y = data.train_y.to(self.device)  # (N,)
         self.sampler = BalancedSampler(self.y, data.num_classes)
-        self.rng = make_generator(self.seed, self.device)  # batches and random styles
+        self.rng = seeded_rng(self.seed, self.device)  # batches and random styles
         self.iteration = 0
 
     def _batch(self) -> torch.Tensor:

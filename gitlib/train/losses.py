@@ -1,21 +1,27 @@
-"""Classification losses (registry): cross-entropy, LDAM (Cao et al. 2019) and focal (Lin et al. 2017).
+"""Classification losses: cross-entropy, LDAM (Cao et al. 2019) and focal (Lin et al. 2017).
 
-Every loss is called as `loss(logits (B, K), targets (B,), class_weight (K,) | None) -> scalar`; the class
-weights come from the training rule (reweight / DRW) and may change between epochs.
+The `classifier.loss` registry (gitlib.train.config.LOSSES) names the factories here; each takes the
+class counts and the classifier config and returns `loss(logits (B, K), targets (B,), class_weight (K,) |
+None) -> scalar`. The class weights come from the training rule (reweight / DRW) and may change between
+epochs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from gitlib.train.config import ClassifierConfig
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
-def cross_entropy() -> LossFn:
+def cross_entropy(class_counts: np.ndarray, cfg: ClassifierConfig) -> LossFn:
     def loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         return F.cross_entropy(logits.float(), targets, weight=weight)
 
@@ -29,11 +35,12 @@ def ldam_margins(class_counts: np.ndarray, max_margin: float) -> torch.Tensor:
     return torch.tensor(m * (max_margin / m.max()), dtype=torch.float32)
 
 
-def ldam(class_counts: np.ndarray, max_margin: float, scale: float) -> LossFn:
+def ldam(class_counts: np.ndarray, cfg: ClassifierConfig) -> LossFn:
     """LDAM: subtract the class margin from the true-class cosine logit, scale by s, cross-entropy.
 
     Expects cosine logits in [-1, 1] (the normalised head)."""
-    margins = ldam_margins(class_counts, max_margin)
+    margins = ldam_margins(class_counts, cfg.ldam_max_margin)
+    scale = cfg.ldam_scale
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         logits = logits.float()
@@ -44,8 +51,9 @@ def ldam(class_counts: np.ndarray, max_margin: float, scale: float) -> LossFn:
     return loss
 
 
-def focal(gamma: float) -> LossFn:
+def focal(class_counts: np.ndarray, cfg: ClassifierConfig) -> LossFn:
     """(1 - p_t)^gamma * CE, with the (weighted) CE per sample, averaged over the batch."""
+    gamma = cfg.focal_gamma
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         logits = logits.float()
@@ -55,14 +63,3 @@ def focal(gamma: float) -> LossFn:
         return ((1.0 - p_t) ** gamma * weighted).mean()
 
     return loss
-
-
-def build_loss(name: str, class_counts: np.ndarray, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
-               focal_gamma: float = 1.0) -> LossFn:
-    if name == "ce":
-        return cross_entropy()
-    if name == "ldam":
-        return ldam(class_counts, ldam_max_margin, ldam_scale)
-    if name == "focal":
-        return focal(focal_gamma)
-    raise ValueError(f"unknown loss '{name}' (known: ce, ldam, focal)")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gitlib.data.layouts import check_source
+from gitlib.data.sources import check_source
 from sweeps.config import load_config
 
 if TYPE_CHECKING:  # torch loads only once the config is known to be valid
@@ -27,8 +27,8 @@ def class_table(data: BuiltDataset) -> str:
 def build(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args.config, args.overrides)
     spec = cfg.dataset
-    check_source(spec.source, spec.root)  # cheap existence checks first, before torch loads
-    from gitlib.data.store import ensure_built
+    check_source(spec.source, spec.root)  # headers only, before torch loads
+    from gitlib.data.builds import ensure_built
 
     # ensure_built reads (and so checks) every source file before it writes anything.
     data, built = ensure_built(spec, cfg.storage_path)

@@ -36,7 +36,7 @@ def test_ray_job_submit_runs_a_sweep(workdir: Path) -> None:
     if shutil.which("ray", path=str(BIN)) is None:
         pytest.skip("no ray CLI in the virtualenv")
     pytest.importorskip("aiohttp_cors", reason="the job server needs ray[default] (the dashboard)")
-    env = base_env(**token_env(workdir), GITSWEEP_JUDGE_ITERATIONS="40")
+    env = base_env(**token_env(workdir))
     job_dir = workdir / "job"
     job_dir.mkdir()
     write_yaml(job_dir / "tiny.yaml", tiny_sweep("job-sweep"))

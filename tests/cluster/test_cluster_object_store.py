@@ -68,10 +68,11 @@ def test_sweep_with_s3_storage_shares_dataset_and_generator(workdir: Path, s3: d
 
     sweep = tiny_sweep("s3-sweep")
     sweep["classifier"].update({"augment": "git", "gen_frac": 0.5})  # both trials need the one generator
-    sweep["generator"] = {"iterations": 10, "batch_size": 8, "checkpoint_every": 10, "eval_samples": 20}
+    sweep["generator"] = {"iterations": 10, "batch_size": 8, "checkpoint_every": 10, "eval_samples": 20,
+                          "judge_iterations": 40}
     config = write_yaml(workdir / "tiny.yaml", sweep)
     db = workdir / "mlflow.db"
-    env = base_env(**s3, GITSWEEP_CACHE=str(workdir / "cache"), GITSWEEP_JUDGE_ITERATIONS="40")
+    env = base_env(**s3, GITSWEEP_CACHE=str(workdir / "cache"))
 
     out = run_gitsweep(["run", str(config), "--storage", f"s3://{BUCKET}/sweeps", "--tracking-uri",
                         f"sqlite:///{db}"], env, workdir)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchvision.transforms.functional import rotate as tv_rotate
 
-from gitlib.data.nuisances import get_nuisance, morph, nuisance_names, principal_angle, rotate
+from gitlib.data.nuisances import get_nuisance, morph, principal_angle, rotate
+from gitlib.data.spec import NUISANCES
 from gitlib.errors import ConfigError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -26,8 +27,8 @@ def gen(seed: int) -> torch.Generator:
 
 
 def test_registry_has_the_spec_nuisances() -> None:
-    assert nuisance_names() == ["background", "dilation", "none", "rotation"]
-    with pytest.raises(ConfigError, match="unknown nuisance 'blur'"):
+    assert sorted(NUISANCES.names()) == ["background", "dilation", "none", "rotation"]
+    with pytest.raises(ConfigError, match=r"dataset\.nuisance.*unknown name 'blur'"):
         get_nuisance("blur")
     # options are checked where the nuisance is made
     with pytest.raises(ConfigError, match="levels"):

@@ -120,6 +120,10 @@ def test_cifar_errors_name_the_file(tmp_path: Path) -> None:
     write_cifar(tmp_path, "cifar10")
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a python pickle") as info:  # caught from its first bytes
+        load_source("cifar10", tmp_path, None)
+    assert info.value.path == str(batch)
+    batch.write_bytes(b"\x80\x04" + b"\x00" * 4000)  # a pickle's opening, then garbage
     with pytest.raises(DataError, match="unreadable CIFAR pickle") as info:
         load_source("cifar10", tmp_path, None)
     assert info.value.path == str(batch)

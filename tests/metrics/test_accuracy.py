@@ -10,7 +10,7 @@ import pytest
 
 from gitlib.metrics import accuracy as acc
 from gitlib.metrics.table import COLUMNS, format_table, per_class_table
-from gitlib.tracking.plots import ekld_vs_class_size
+from gitlib.plots import ekld_vs_class_size
 
 DIGITS_COUNTS = np.array([int(500 * 100 ** (-k / 9)) for k in range(10)])  # 500 ... 5
 

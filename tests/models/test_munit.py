@@ -1,16 +1,26 @@
-"""MUNIT shapes for both presets and odd sizes, the augmenter contract, gradients, checkpoints."""
+"""MUNIT shapes for the CPU and paper architectures and odd sizes, the augmenter contract, gradients,
+checkpoints."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
 
+from gitlib.device import seeded_rng
 from gitlib.errors import ConfigError, DataError
-from gitlib.models.munit import MUNIT_PRESETS, build_munit, load_generator, preset_config, save_generator
-from gitlib.train.config import GeneratorConfig
-from gitlib.train.runtime import make_generator
+from gitlib.models.arch import MunitArch
+from gitlib.models.munit import build_munit, load_generator, save_generator
+from sweeps.config import load_config
 
 CPU = torch.device("cpu")
+
+
+def arch(preset: str, **overrides: int) -> MunitArch:
+    """The MUNIT architecture of the CPU defaults or of the paper's K49 recipe (the base preset)."""
+    base = load_config("base/k49-lt")[0].generator.arch if preset == "k49" else MunitArch()
+    return replace(base, **overrides)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +34,7 @@ CPU = torch.device("cpu")
     ],
 )
 def test_shapes_round_trip(preset: str, channels: int, size: int, overrides: dict) -> None:
-    cfg = preset_config(preset, **overrides)
+    cfg = arch(preset, **overrides)
     torch.manual_seed(0)
     model, dis = build_munit(channels, size, cfg)
     x = torch.rand(2, channels, size, size)  # (B, C, H, W)
@@ -42,25 +52,23 @@ def test_shapes_round_trip(preset: str, channels: int, size: int, overrides: dic
     assert all(torch.isfinite(s).all() for s in [y, *scores])
 
 
-def test_presets_are_valid_configs() -> None:
-    for name, fields in MUNIT_PRESETS.items():
-        cfg = preset_config(name)
-        assert all(getattr(cfg, k) == v for k, v in fields.items()), name
-    # the config defaults are the CPU preset's sizes with the paper's loss weights
-    assert preset_config("cpu") == GeneratorConfig(recon_s_w=5.0)
-    with pytest.raises(ConfigError):
-        preset_config("nope")
+def test_paper_recipe_is_one_base_preset() -> None:
+    k49 = load_config("base/k49-lt")[0].generator
+    # the K49 MUNIT recipe: dim 64, 4 residual blocks, MLP 256, batch 1, lr 1e-4, 10,000 iterations
+    assert (k49.dim, k49.n_res, k49.mlp_dim, k49.batch_size, k49.lr, k49.iterations) == (64, 4, 256, 1, 1e-4, 10_000)
+    for name in ("k49-bg-lt", "k49-dil-lt", "k49-rot-lt"):
+        assert load_config(name)[0].generator == k49  # every K49 preset takes it from the one base
 
 
 def test_too_deep_discriminator_is_a_config_error() -> None:
     # 16px, 4 stride-2 layers at a second scale of 8px: nothing would be left
     with pytest.raises(ConfigError, match="dis_layers"):
-        build_munit(1, 16, preset_config("cpu", dis_layers=4, dis_scales=2))
+        build_munit(1, 16, arch("cpu", dis_layers=4, dis_scales=2))
 
 
 def test_every_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
-    model, dis = build_munit(1, 16, preset_config("cpu"))
+    model, dis = build_munit(1, 16, arch("cpu"))
     x = torch.rand(4, 1, 16, 16)
     content, style = model.encode(x)
     y = model.decode(content, style + torch.randn_like(style))
@@ -72,23 +80,23 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 def test_sample_is_the_augmenter_contract() -> None:
     torch.manual_seed(0)
-    model, _ = build_munit(1, 16, preset_config("cpu"))
+    model, _ = build_munit(1, 16, arch("cpu"))
     model.train()
     x = torch.rand(5, 1, 16, 16, dtype=torch.float64)
-    a = model.sample(x, make_generator(3, CPU))
-    b = model.sample(x, make_generator(3, CPU))
-    c = model.sample(x, make_generator(4, CPU))
+    a = model.sample(x, seeded_rng(3, CPU))
+    b = model.sample(x, seeded_rng(3, CPU))
+    c = model.sample(x, seeded_rng(4, CPU))
     assert a.shape == x.shape and a.dtype == x.dtype  # same shape and dtype as the input
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert torch.equal(a, b)  # the generator's seed fixes the styles
     assert not torch.equal(a, c)  # and a different seed gives different styles
     assert model.training  # sample runs in eval mode and restores the caller's mode
-    u8 = model.sample((x * 255).round().to(torch.uint8), make_generator(3, CPU))
+    u8 = model.sample((x * 255).round().to(torch.uint8), seeded_rng(3, CPU))
     assert u8.dtype == torch.uint8 and u8.shape == x.shape
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
-    cfg = preset_config("cpu", dim=8, mlp_dim=16)
+    cfg = arch("cpu", dim=8, mlp_dim=16)
     torch.manual_seed(0)
     model, _ = build_munit(3, 16, cfg)
     path = tmp_path / "g" / "generator.pt"
@@ -97,14 +105,17 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert loaded.cfg == cfg and loaded.in_channels == 3
     x = torch.rand(3, 3, 16, 16)
     # same weights: same output for the same styles
-    assert torch.equal(model.sample(x, make_generator(1, CPU)), loaded.sample(x, make_generator(1, CPU)))
+    assert torch.equal(model.sample(x, seeded_rng(1, CPU)), loaded.sample(x, seeded_rng(1, CPU)))
     with pytest.raises(DataError):
         load_generator(tmp_path / "missing.pt")
 
 
-def test_generator_config_defaults_are_the_cpu_preset() -> None:
-    from gitlib.models.munit import preset_config
+def test_generator_config_defaults_are_the_cpu_architecture() -> None:
     from gitlib.train.config import GeneratorConfig
 
-    # the YAML-facing defaults and the named CPU preset must not drift apart
-    assert GeneratorConfig() == preset_config("cpu")
+    # the YAML-facing defaults size the CPU model
+    assert GeneratorConfig().arch == MunitArch()
+    with pytest.raises(ConfigError, match=r"generator\.dim"):
+        from gitlib.configs import from_dict
+
+        from_dict(GeneratorConfig, {"dim": 0}, "generator")

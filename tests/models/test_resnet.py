@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gitlib.errors import ConfigError
 from gitlib.models.resnet import ARCHITECTURES, NormedLinear, build_classifier, inference_copy
 
 torch.set_num_threads(1)
@@ -46,7 +47,7 @@ def test_mean_std_buffers_normalise_inputs_and_travel_in_state_dict() -> None:
     assert {"mean", "std"} <= set(a.state_dict())
     with pytest.raises(ValueError):
         build_classifier("resnet_small", 3, 3, mean=[0.5], std=[0.2])  # one value per channel
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"classifier\.arch"):  # unknown names: always a ConfigError
         build_classifier("resnet1000", 1, 3)
 
 

@@ -25,7 +25,8 @@ def tiny_config(name: str, **sections: Any) -> dict[str, Any]:
         "name": name,
         "dataset": {"source": "digits", "nuisance": "background", "imbalance_ratio": 10, "max_per_class": 40,
                     "test_per_class": 8, "val_per_class": 5},
-        "generator": {"iterations": 20, "batch_size": 8, "checkpoint_every": 10, "eval_samples": 20},
+        "generator": {"iterations": 20, "batch_size": 8, "checkpoint_every": 10, "eval_samples": 20,
+                      "judge_iterations": 40},
         "classifier": {"epochs": 3, "batch_size": 32, "warmup_epochs": 0, "milestones": [1], "lr_factors": [0.1],
                        "augment": "git", "gen_frac": 0.5, "ekld_samples": 3, "ekld_per_class": 4},
         "search": {"num_samples": 2, "max_concurrent": 2, "sampler": "grid", "max_failures": 1,
@@ -48,7 +49,7 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     path = [str(Path(__file__).resolve().parents[2]), *filter(None, [env.get("PYTHONPATH")])]  # keep the caller's
-    env.update({"GITSWEEP_NUM_CPUS": "2", "GITSWEEP_JUDGE_ITERATIONS": "40", "OMP_NUM_THREADS": "1",
+    env.update({"GITSWEEP_NUM_CPUS": "2", "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": os.pathsep.join(path)})
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -15,9 +15,9 @@ import json, os, time
 import ray
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-from sweeps import runner, worker_procs
+from sweeps import connect, worker_procs
 
-runner.connect_ray(None)
+connect.connect_ray(None)
 warm = worker_procs.wait_until_idle(2)
 pgs = [placement_group([{"CPU": 1}]) for _ in range(2)]  # what Tune does before creating trial actors
 ray.get([pg.ready() for pg in pgs])

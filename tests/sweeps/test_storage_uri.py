@@ -1,4 +1,4 @@
-"""Storage URIs (sweeps.storage): resolution, the local cache, marker-last copies, the lock table.
+"""Storage URIs (sweeps.stores.remote): resolution, the local cache, marker-last copies, the lock table.
 The end-to-end sweep on S3 is tests/cluster/test_cluster_object_store.py."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gitlib.errors import ConfigError
-from sweeps import runner
-from sweeps import storage as st
+from sweeps.config import resolve_config
+from sweeps.driver import sweep_paths
+from sweeps.stores import remote as st
 
 
 def test_uri_detection_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,18 +28,18 @@ def test_resolve_config_keeps_uri_and_pins_tracking(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("GITSWEEP_HOME", raising=False)
     uri = f"file://{tmp_path}/store/"
     with pytest.raises(ConfigError, match=r"tracking\.uri"):
-        runner.resolve_config("demo", [], None, uri, None)
-    cfg, _ = runner.resolve_config("demo", [], None, uri, f"sqlite:///{tmp_path}/m.db")
+        resolve_config("demo", [], None, uri, None)
+    cfg, _ = resolve_config("demo", [], None, uri, f"sqlite:///{tmp_path}/m.db")
     assert cfg.storage == uri.rstrip("/") and cfg.storage_uri == uri.rstrip("/")
     assert cfg.storage_path == st.cache_root(uri)
-    assert runner.sweep_paths(cfg).tune_target == f"{uri.rstrip('/')}/sweeps/{cfg.name}/tune"
+    assert sweep_paths(cfg).tune_target == f"{uri.rstrip('/')}/sweeps/{cfg.name}/tune"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    cfg, _ = runner.resolve_config("demo", [], None, uri, None)
+    cfg, _ = resolve_config("demo", [], None, uri, None)
     assert cfg.tracking.uri == "http://127.0.0.1:5000"  # pinned, so resume and trials see the same
     # a POSIX path behaves as before
-    posix, _ = runner.resolve_config("demo", [], None, str(tmp_path / "runs"), None)
+    posix, _ = resolve_config("demo", [], None, str(tmp_path / "runs"), None)
     assert posix.storage == str((tmp_path / "runs").resolve()) and posix.storage_uri is None
-    assert runner.sweep_paths(posix).tune_target == str(tmp_path / "runs" / "sweeps" / posix.name / "tune")
+    assert sweep_paths(posix).tune_target == str(tmp_path / "runs" / "sweeps" / posix.name / "tune")
 
 
 def test_upload_download_marker_last(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ER
 @ray.remote(num_cpus=1)
 def trial(cache):
     os.environ["GITSWEEP_CACHE"] = cache  # a cache of its own, as on another node
-    from sweeps import storage
+    from sweeps.stores import remote as storage
     data = storage.get_dataset(cfg.dataset, uri)
     entry = storage.get_generator(cfg.generator, data, uri, torch.device("cpu"), log=lambda m: None)
     return [str(entry.folder), entry.ready]

@@ -82,3 +82,22 @@ def test_multi_objective_nsga2_and_asha_build() -> None:
     assert isinstance(tc.scheduler, ASHAScheduler) and tc.scheduler._metric == "val/balanced_acc"
     assert isinstance(tc.search_alg._sampler, TPESampler)  # TPE by default
     assert tc.max_concurrent_trials == 2 and tc.num_samples == 8
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    (["search.repeats=3", "seed=4"], "'seed'"),  # the repeat key's base comes from the config file
+    (["search.repeats=3", "search.repeat_over=dataset.instance", "dataset.instance=2"], "'dataset.instance'"),
+    (["search.repeats=3", "search.space.seed={type: int, low: 0, high: 3}"], "search.space.seed"),
+    (["search.repeats=3", "search.scheduler=asha"], "search.scheduler"),
+    (["search.repeats=0"], "search.repeats"),
+    (["search.repeat_over=classifier.lr"], "search.repeat_over"),
+    (["search.group_stat=best"], "search.group_stat"),
+])
+def test_bad_repeat_settings_exit_2(tmp_path: Path, storage: Path, sets: list[str], key: str) -> None:
+    path = write_config(tmp_path / "c.yaml", tiny_config("bad-repeats"))
+    res = run_cli(["run", str(path), *[a for s in sets for a in ("--set", s)], "--storage", str(storage)],
+                  timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr  # refused before anything starts
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in res.stderr  # one line naming the key
+    assert not storage.exists()  # nothing written

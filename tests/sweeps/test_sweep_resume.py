@@ -102,3 +102,48 @@ def test_sigkill_then_resume(tmp_path: Path, storage: Path) -> None:
     assert len(folders) == 1
     events = [json.loads(x) for x in (folders[0] / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "finished" for e in events) == 1
+
+
+def test_sigkill_mid_group_then_resume(tmp_path: Path, storage: Path) -> None:
+    cfg = tiny_config(
+        "killed-groups",
+        classifier={"epochs": 12, "git_start_epoch": 0},
+        search={"num_samples": 2, "max_concurrent": 3, "sampler": "grid", "repeats": 3,
+                "space": {"classifier.gen_frac": {"type": "categorical", "choices": [0.0, 0.5]}}},
+        resources={"cpu": 0.5},
+    )
+    path = write_config(tmp_path / "killed-groups.yaml", cfg)
+    env = {**cli_env(), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen([*GITSWEEP, "run", str(path), "--storage", str(storage)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    tune_dir = storage / "sweeps" / "killed-groups" / "tune"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and max(_snapshot_checkpoints(tune_dir), default=0) < 1:
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.2)
+        assert _snapshot_checkpoints(tune_dir), "no trial checkpointed in time"
+    finally:
+        kill_tree(proc)
+    time.sleep(2)
+
+    res = run_cli(["resume", "killed-groups", "--storage", str(storage)], timeout=500)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    runs = mlflow_runs(storage, "killed-groups")
+    groups = [r for r in runs if r.data.tags.get("gitsweep.role") == "group"]
+    trials = [r for r in runs if r.data.tags.get("gitsweep.role") == "classifier"]
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    assert len(finished) == 6  # exactly groups x repeats: no repeat ran twice, none was lost
+    assert len(groups) == 2 and all(g.info.status == "FINISHED" for g in groups)  # every group closed
+    assert all(g.data.metrics["group/n_finished"] == 3 for g in groups)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    for g in groups:
+        seeds = sorted(int(r.data.params["seed"]) for r in finished
+                       if r.data.tags["mlflow.parentRunId"] == g.info.run_id)
+        assert seeds == [0, 1, 2]  # each group's repeats, once each, under the group's run
+    import optuna
+
+    study = optuna.load_study(study_name="killed-groups", storage=f"sqlite:///{tune_dir.parent}/optuna.db")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2  # the study survived the kill: one complete trial per group

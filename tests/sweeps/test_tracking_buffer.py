@@ -1,4 +1,4 @@
-"""The driver's MLflow writes (sweeps.tracking) against a real SQLite store: per-epoch metric points wait
+"""The driver's MLflow writes (sweeps.tracking.tracker) against a real SQLite store: per-epoch metric points wait
 in the driver and are written at flush points, Tune's experiment snapshot among them."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from gitlib.configs import to_dict
-from gitlib.tracking import mlflow_runs as mr
-from sweeps import tracking
 from sweeps.config import load_config
+from sweeps.paths import SweepPaths
+from sweeps.tracking import mlflow_runs as mr
+from sweeps.tracking import tracker as tracking
+from sweeps.tracking.callback import SweepCallback, TrialIndex
 
 
 def _tracker(tmp_path: Path) -> tracking.SweepTracker:
@@ -28,7 +30,7 @@ def _history(tracker: tracking.SweepTracker, key: str) -> list[tuple[int, float,
 def test_points_wait_for_a_flush_point_and_keep_their_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracking, "FLUSH_S", 60.0)
     tracker = _tracker(tmp_path)
-    callback = tracking.MlflowCallback(tracker, epochs=3)
+    callback = SweepCallback(load_config('demo')[0], TrialIndex(SweepPaths(tmp_path / 'sweep')), tracker)
     before = int(time.time() * 1000)
     for epoch in (1, 2):
         tracker.log_result("t1", {}, {"epoch": float(epoch), "train/loss": 1.0 / epoch, "trial/device": "cpu"})
@@ -53,7 +55,7 @@ def test_points_older_than_the_flush_interval_are_written_at_the_next_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracking, "FLUSH_S", 1.0)
     tracker = _tracker(tmp_path)
-    callback = tracking.MlflowCallback(tracker, epochs=3)
+    callback = SweepCallback(load_config('demo')[0], TrialIndex(SweepPaths(tmp_path / 'sweep')), tracker)
     tracker.trial_run("t1", {})  # the run exists (creating it takes a while on SQLite) ...
     tracker.flush()  # ... and the interval starts now
     tracker.log_result("t1", {}, {"epoch": 1.0, "train/loss": 1.0})

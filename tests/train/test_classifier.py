@@ -11,13 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+from gitlib.data.builds import get_dataset
 from gitlib.data.dataset import BuiltDataset
+from gitlib.data.nuisances import get_nuisance
 from gitlib.data.spec import DatasetSpec
-from gitlib.data.store import get_dataset
 from gitlib.errors import ConfigError
+from gitlib.metrics.evaluate import final_metrics
 from gitlib.metrics.table import COLUMNS
-from gitlib.train.classifier import ClassifierTrainer, TrainingDiverged, train_classifier
-from gitlib.train.config import LOSSES, TRAIN_RULES, ClassifierConfig
+from gitlib.runs.classifier import run_classifier, train_epoch
+from gitlib.train.classifier import ClassifierTrainer, TrainingDiverged
+from gitlib.train.config import LOSSES, ClassifierConfig
+from gitlib.train.rules import RULES
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -39,7 +43,7 @@ class CountingAugmenter:
     def __init__(self) -> None:
         self.seen = 0
 
-    def sample(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         self.seen += images.shape[0]
         return 1.0 - images
 
@@ -48,13 +52,13 @@ def _params(trainer: ClassifierTrainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("rule", TRAIN_RULES)
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("rule", RULES.names())
+@pytest.mark.parametrize("loss", LOSSES.names())
 def test_every_loss_and_rule_trains(data: BuiltDataset, loss: str, rule: str) -> None:
     cfg = replace(TINY, loss=loss, train_rule=rule, epochs=2)  # epoch 2 is past the first drop: DRW / DRS on
     trainer = ClassifierTrainer(cfg, data, seed=0, device=CPU)
     before = _params(trainer)
-    history = [trainer.run_epoch() for _ in range(2)]
+    history = [train_epoch(trainer, data) for _ in range(2)]
     assert {"train/loss", "train/acc", "lr", "val/acc", "val/balanced_acc", "epoch"} <= set(history[-1])
     assert all(math.isfinite(m["train/loss"]) for m in history)
     assert history[-1]["epoch"] == 2 and trainer.epoch == 2
@@ -89,7 +93,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(data: BuiltDataset, overrid
     a, b = full.model.state_dict(), resumed.model.state_dict()
     # bit-identical weights and batch-norm statistics: nothing random escaped the checkpoint
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.equal(full.generator.get_state(), resumed.generator.get_state())
+    assert torch.equal(full.rng.get_state(), resumed.rng.get_state())
 
 
 def test_different_seeds_give_different_models(data: BuiltDataset) -> None:
@@ -103,7 +107,7 @@ def test_different_seeds_give_different_models(data: BuiltDataset) -> None:
 def test_gen_frac_share_and_delayed_start(data: BuiltDataset) -> None:
     aug = CountingAugmenter()
     cfg = replace(TINY, augment="git", gen_frac=0.25, git_start_epoch=1, epochs=2)
-    trainer = ClassifierTrainer(cfg, data, seed=0, device=CPU, augmenter=aug)
+    trainer = ClassifierTrainer(cfg, data, seed=0, device=CPU, generator=aug)
     trainer.run_epoch()
     assert aug.seen == 0  # before git_start_epoch the batches are all real
     trainer.run_epoch()
@@ -147,10 +151,10 @@ def test_augmenter_requirements(data: BuiltDataset) -> None:
         ClassifierTrainer(replace(TINY, augment="oracle"), no_nuisance, 0, CPU)
 
 
-def test_train_classifier_final_metrics_and_table(data: BuiltDataset) -> None:
+def test_run_classifier_final_metrics_and_table(data: BuiltDataset) -> None:
     seen = []
-    result = train_classifier(replace(TINY, epochs=2), data, seed=0, device=CPU,
-                              on_epoch=lambda t, m: seen.append((t.epoch, m["epoch"])))
+    result = run_classifier(replace(TINY, epochs=2), data, seed=0, device=CPU,
+                            on_epoch=lambda t, m: seen.append((t.epoch, m["epoch"])))
     assert seen == [(1, 1.0), (2, 2.0)]
     m = result.metrics
     for key in ("test/acc", "test/balanced_acc", "test/many_acc", "test/medium_acc", "test/few_acc",
@@ -163,7 +167,8 @@ def test_train_classifier_final_metrics_and_table(data: BuiltDataset) -> None:
     ekld = np.asarray(result.per_class.column("ekld").to_pylist())
     assert np.isfinite(ekld).all() and (ekld >= 0).all()
     # the same final metrics with an explicitly named nuisance of another kind differ in eKLD only
-    other, _ = result.trainer.final_metrics("background")
+    other, _ = final_metrics(result.trainer.model, data, get_nuisance("background"), TINY.ekld_samples,
+                             TINY.ekld_per_class, 0, CPU)
     assert other["test/acc"] == m["test/acc"] and other["ekld/mean"] != m["ekld/mean"]
 
 
@@ -186,7 +191,7 @@ def test_oracle_redraws_the_nuisance_from_the_base_images(tmp_path) -> None:
     fallback = ClassifierTrainer(replace(TINY, augment="oracle"), replace(bg, train_base_x=None), 0, CPU)
     assert fallback.augment_x is fallback.train_x
     # GIT re-styles the stored images, never the base images
-    git = ClassifierTrainer(replace(TINY, augment="git"), bg, 0, CPU, augmenter=CountingAugmenter())
+    git = ClassifierTrainer(replace(TINY, augment="git"), bg, 0, CPU, generator=CountingAugmenter())
     assert git.augment_x is git.train_x
 
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gitlib.errors import ConfigError
 from gitlib.train.augment import crop_flip, threshold_keep_prob
-from gitlib.train.losses import build_loss, ldam_margins
-from gitlib.train.sampling import effective_number_weights, epoch_order, rule_phase
+from gitlib.train.config import LOSSES, ClassifierConfig
+from gitlib.train.losses import ldam_margins
+from gitlib.train.rules import effective_number_weights, rule_phase
 from gitlib.train.schedule import learning_rate
 
 torch.set_num_threads(1)
@@ -20,14 +22,8 @@ def _labels() -> torch.Tensor:
     return torch.cat([torch.full((int(n),), c) for c, n in enumerate(COUNTS)])
 
 
-def test_balanced_sampler_draws_classes_equally_and_uniform_is_a_permutation() -> None:
-    y = _labels()
-    g = torch.Generator().manual_seed(0)
-    idx = epoch_order(y, torch.as_tensor(COUNTS), balanced=True, num=20000, generator=g)
-    freq = np.bincount(y[idx].numpy(), minlength=4) / 20000
-    assert np.allclose(freq, 0.25, atol=0.02)  # each class a quarter of the draws, whatever its size
-    perm = epoch_order(y, torch.as_tensor(COUNTS), balanced=False, num=len(y), generator=g)
-    assert sorted(perm.tolist()) == list(range(len(y)))  # every image exactly once
+def build_loss(name: str, counts: np.ndarray, **fields: float):
+    return LOSSES.build(name, counts, ClassifierConfig(**fields))  # type: ignore[arg-type]
 
 
 def test_rule_phases() -> None:
@@ -36,7 +32,8 @@ def test_rule_phases() -> None:
     assert rule_phase("resample", 0, 5).balanced_sampling and not rule_phase("resample", 0, 5).reweight
     assert rule_phase("reweight", 0, 5).reweight
     assert rule_phase("none", 9, 5) == rule_phase("none", 0, 5)
-    with pytest.raises(ValueError):
+    assert rule_phase("DRS_Simple", 5, 5) == rule_phase("drs", 5, 5)  # the reference spelling is an alias
+    with pytest.raises(ConfigError, match=r"classifier\.train_rule"):
         rule_phase("bogus", 0, 5)
 
 

@@ -1,0 +1,66 @@
+"""The classifier run: data -> augmenter -> epochs (with validation) -> final metrics and per-class table.
+
+`on_epoch(trainer, metrics)` runs after every epoch; the caller reports, checkpoints or draws a progress
+bar there, and may raise to stop the run. A run resumed from `state` (a trainer state_dict taken after an
+epoch) ends exactly where an uninterrupted one ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from gitlib.augmenter import Augmenter
+from gitlib.data.dataset import BuiltDataset
+from gitlib.data.nuisances import nuisance_for_spec
+from gitlib.metrics.evaluate import final_metrics, validation_metrics
+from gitlib.train.classifier import ClassifierTrainer
+from gitlib.train.config import ClassifierConfig
+
+EpochHook = Callable[[ClassifierTrainer, dict[str, float]], None]
+
+
+@dataclass
+class ClassifierResult:
+    history: list[dict[str, float]]  # per-epoch metrics of the epochs run in this call
+    metrics: dict[str, float]  # final metrics: test accuracy groups, eKLD summaries
+    per_class: pa.Table
+    trainer: ClassifierTrainer = field(repr=False)
+
+
+def ekld_transform(data: BuiltDataset, generator: Augmenter | None) -> Augmenter | None:
+    """T of eKLD: the true nuisance where the data set has one, else the learned generator (if any)."""
+    return nuisance_for_spec(data.spec) if data.spec.nuisance != "none" else generator
+
+
+def train_epoch(trainer: ClassifierTrainer, data: BuiltDataset) -> dict[str, float]:
+    """One epoch and its validation: epoch, train/*, lr, val/acc, val/balanced_acc, time/*."""
+    start = time.perf_counter()
+    metrics = trainer.run_epoch()
+    metrics.update(validation_metrics(trainer.model, data, trainer.device, trainer.precision))
+    metrics["time/epoch_s"] = time.perf_counter() - start  # with validation
+    return metrics
+
+
+def run_classifier(cfg: ClassifierConfig, data: BuiltDataset, seed: int, device: torch.device,
+                   generator: Augmenter | None = None, state: dict[str, Any] | None = None,
+                   on_epoch: EpochHook | None = None) -> ClassifierResult:
+    """Train to cfg.epochs (from `state` when resuming), then evaluate. `generator` is the shared MUNIT
+    generator: GIT's augmenter, and eKLD's transform on data sets without a known nuisance."""
+    trainer = ClassifierTrainer(cfg, data, seed, device, generator)
+    if state is not None:
+        trainer.load_state_dict(state)
+    history = []
+    while trainer.epoch < cfg.epochs:
+        metrics = train_epoch(trainer, data)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(trainer, metrics)
+    final, table = final_metrics(trainer.model, data, ekld_transform(data, generator), cfg.ekld_samples,
+                                 cfg.ekld_per_class, trainer.seed, device, trainer.precision)
+    return ClassifierResult(history=history, metrics=final, per_class=table, trainer=trainer)

@@ -1,1 +1,0 @@
-"""Recording results: figures here; MLflow logging imports mlflow lazily."""

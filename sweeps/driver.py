@@ -1,0 +1,259 @@
+"""Run and resume: resolved config -> Ray -> Tuner (fit or restore) -> MLflow reconcile -> summary.
+
+The order of one sweep, each step in its own module: sweeps.config (resolve), sweeps.connect (Ray),
+sweeps.search (Optuna + scheduler), sweeps.trials (what a trial trains), sweeps.stores (shared data
+sets and generators), sweeps.tracking (index, results, MLflow), sweeps.report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitlib.configs import to_dict
+from gitlib.errors import DataError, UserError
+from sweeps import connect, search
+from sweeps import results as rs
+from sweeps.config import SweepConfig, load_config
+from sweeps.paths import SweepPaths, default_storage, find_sweep, load_meta
+from sweeps.tracking import mlflow_runs as mr
+from sweeps.trials import trainable_for
+
+
+def _tracker(cfg: SweepConfig, parent_run_id: str | None) -> Any:
+    from sweeps.tracking.tracker import SweepTracker
+
+    artifact_root = mr.default_artifact_root(cfg.storage_path) if cfg.tracking_uri.startswith("sqlite:") else None
+    return SweepTracker(cfg.tracking_uri, cfg.experiment, cfg.name, to_dict(cfg), artifact_root, parent_run_id)
+
+
+def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return tune.RunConfig(
+        name=paths.tune.name,
+        storage_path=paths.remote or str(paths.root),
+        callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
+        failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+        # Keep every checkpoint while the sweep runs: a resume restores what Tune's experiment snapshot
+        # names, and that snapshot (written every 10 s or more) can name one many epochs old; with
+        # num_to_keep=2 a killed sweep's trial could point at a deleted checkpoint and fail to resume.
+        # finish() prunes each trial to its newest once fit() has returned.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        verbose=0,
+    )
+
+
+def sweep_paths(cfg: SweepConfig) -> SweepPaths:
+    uri = cfg.storage_uri
+    return SweepPaths(cfg.storage_path / "sweeps" / cfg.name, f"{uri}/sweeps/{cfg.name}" if uri else None)
+
+
+def _exists(paths: SweepPaths) -> bool:
+    if paths.remote is None:
+        return paths.meta.exists()
+    from sweeps.stores import remote
+
+    return remote.exists(remote.join(paths.remote, "sweep.json"))
+
+
+def free_name(cfg: SweepConfig) -> str:
+    """The config's name, or name-2, name-3, ... when a sweep of that name is already stored."""
+    name, i = cfg.name, 1
+    while _exists(sweep_paths(replace(cfg, name=name))):
+        i += 1
+        name = f"{cfg.name}-{i}"
+    return name
+
+
+def _write_sweep(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> None:
+    """config.yaml and sweep.json (with the MLflow parent run), locally and on a storage URI."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    paths.config.write_text(text)
+    parent = tracker.open_parent(text)
+    meta = {"name": cfg.name, "storage": cfg.storage_uri or str(cfg.storage_path), "tune_path": paths.tune_target,
+            "tracking_uri": cfg.tracking_uri, "experiment": cfg.experiment, "parent_run_id": parent,
+            "artifact_root": tracker.artifact_root}
+    if paths.remote:
+        from sweeps.stores import remote
+
+        meta["remote"] = paths.remote
+        remote.write_text(remote.join(paths.remote, "config.yaml"), text)
+        remote.write_text(remote.join(paths.remote, "sweep.json"), json.dumps(meta, indent=1))
+    paths.meta.write_text(json.dumps(meta, indent=1))
+
+
+def _callback(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> Any:
+    from sweeps.tracking.callback import SweepCallback, TrialIndex
+
+    return SweepCallback(cfg, TrialIndex(paths), tracker)
+
+
+def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = True) -> int:
+    """A new sweep: check resources, save the config, open MLflow, fit. An existing sweep of the same
+    name is refused when the name was given with --name, else the new one gets the next free name."""
+    from ray import tune
+
+    search.check(cfg)
+    paths = sweep_paths(cfg)
+    if _exists(paths):
+        if explicit_name:
+            raise UserError(f"sweep '{cfg.name}' already exists in {paths.remote or paths.root}: "
+                            f"`gitsweep resume {cfg.name}` continues it, another --name starts a new one")
+        name = free_name(cfg)
+        print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
+        cfg = replace(cfg, name=name)
+        paths = sweep_paths(cfg)
+    started = connect.connect_ray(address)
+    try:
+        connect.check_resources(cfg)
+        tracker = _tracker(cfg, None)
+        _write_sweep(cfg, paths, tracker)
+        connect.tune_settings()
+        tuner = tune.Tuner(trainable_for(cfg), tune_config=search.tune_config(cfg, paths.root),
+                           run_config=_run_config(cfg, paths, _callback(cfg, paths, tracker)))
+        print(f"sweep {cfg.name}: {cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time, "
+              f"searching {', '.join(cfg.search.space)}; results in {paths.remote or paths.root}", flush=True)
+        tuner.fit()
+        return finish(cfg, paths, tracker)
+    finally:
+        if started:
+            connect.shutdown()
+
+
+def resume(name_or_path: str, storage: str | None = None, restart_errored: bool = False,
+           address: str | None = None) -> int:
+    """Tuner.restore on the saved experiment; the same parent run and trial runs continue."""
+    from ray import tune
+
+    paths = find_sweep(name_or_path, storage)
+    cfg, _ = load_config(str(paths.config))
+    meta = load_meta(paths)
+    if not tune.Tuner.can_restore(paths.tune_target):
+        raise DataError(paths.tune_target, "no restorable Tune experiment here (did the sweep start?)")
+    started = connect.connect_ray(address)
+    try:
+        connect.check_resources(cfg)
+        tracker = _tracker(cfg, meta["parent_run_id"])
+        tracker.open_parent(paths.config.read_text())
+        connect.tune_settings()
+        tuner = tune.Tuner.restore(paths.tune_target, trainable_for(cfg), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=restart_errored)
+        print(f"resuming sweep {cfg.name} from {paths.tune_target}", flush=True)
+        tuner.fit()
+        return finish(cfg, paths, tracker)
+    finally:
+        if started:
+            connect.shutdown()
+
+
+def tune_trials(paths: SweepPaths) -> list[Any]:
+    """The trials of a sweep's Tune experiment, read from its saved state."""
+    from ray.tune import ExperimentAnalysis
+
+    if paths.remote is not None:
+        from sweeps.stores import remote
+
+        if not remote.exists(paths.tune_target):
+            return []
+        return list(ExperimentAnalysis(paths.tune_target).trials)
+    if not paths.tune.is_dir():
+        return []
+    return list(ExperimentAnalysis(str(paths.tune)).trials)
+
+
+def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
+    """Sync the index and MLflow to Tune's final states, print the summary; 0 only if every trial finished."""
+    from sweeps.tracking.callback import TrialIndex, sync_group
+
+    index = TrialIndex(paths)
+    records = index.sync(tune_trials(paths))
+    if cfg.search.repeats > 1:  # groups whose repeats ended while no driver was watching
+        for gid in sorted({r.group_id for r in records}):
+            sync_group(cfg, index, tracker, next(r.config for r in records if r.group_id == gid))
+    errored = tracker.reconcile(records, paths.results)
+    unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
+    tracker.close_parent(errored + len(unfinished))
+    prune_checkpoints(paths.tune_target)
+    print_summary(cfg, records, tracker)
+    if cfg.search.repeats > 1:
+        print_groups(cfg, paths, records)
+    if errored or unfinished:
+        if cfg.storage_uri is not None:
+            extra = f" --storage {cfg.storage_uri}"
+        else:
+            extra = "" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_path}"
+        flag = " --restart-errored" if errored else ""  # unfinished trials need no flag to continue
+        print(f"{errored} trial(s) errored, {len(unfinished)} unfinished. To rerun them:\n"
+              f"  gitsweep resume {cfg.name}{flag}{extra}", flush=True)
+        return 1
+    return 0
+
+
+def prune_checkpoints(tune_target: str) -> int:
+    """Delete every trial's checkpoints but its newest (local folder or URI); returns how many went.
+
+    Safe once fit() has returned: Tune's final experiment snapshot names each trial's newest checkpoint,
+    which is what a later `resume --restart-errored` restores."""
+    import pyarrow.fs as pafs
+
+    from sweeps.stores import remote
+
+    fs, root = remote.fs_path(tune_target) if remote.is_uri(tune_target) else (pafs.LocalFileSystem(), tune_target)
+    removed = 0
+    for trial in fs.get_file_info(pafs.FileSelector(root)):
+        if trial.type != pafs.FileType.Directory or not trial.base_name.startswith("trial_"):
+            continue
+        found = fs.get_file_info(pafs.FileSelector(trial.path))
+        checkpoints = sorted(i.path for i in found
+                             if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+        for path in checkpoints[:-1]:  # checkpoint_NNNNNN: the names sort by index
+            fs.delete_dir(path)
+            removed += 1
+    return removed
+
+
+def best_record(cfg: SweepConfig, records: list[rs.TrialRecord]) -> rs.TrialRecord | None:
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    done = [r for r in records if r.last.get(metric) == r.last.get(metric) and metric in r.last]  # not NaN
+    if not done:
+        return None
+    pick = max if mode == "max" else min
+    return pick(done, key=lambda r: r.last[metric])
+
+
+def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any) -> None:
+    states = Counter(r.status for r in records)
+    print(f"\nsweep {cfg.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    best = best_record(cfg, records)
+    if best is not None:
+        r = best.last
+        values = rs.sampled_values(best.config)
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        metrics = ", ".join(f"{m} {r[m]:.4f}" for m in cfg.search.metric if m in r)
+        print(f"best trial {best.trial_id}: {metrics} ({params})")
+        if "ekld/head" in r:
+            print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
+                  f"(Spearman with class size {r.get('ekld/size_spearman', float('nan')):.2f})")
+    print(f"MLflow: {mr.ui_command(tracker.uri, tracker.artifact_root)}")
+    print(f"experiment '{cfg.experiment}', parent run {tracker.parent_run_id}", flush=True)
+
+
+def print_groups(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord]) -> None:
+    """Group means with 95% CIs, and GIT against its baseline paired by repeat."""
+    from sweeps.report import groups as gr
+
+    groups = gr.collect_groups(cfg, records, paths.results)
+    print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
+    print(gr.format_groups(gr.group_table(cfg, groups)))
+    rows = gr.contrast_rows(gr.default_pairs(groups), list(cfg.search.space))
+    if len(rows):
+        print("GIT - baseline, paired by repeat:")
+        print(gr.format_contrast(rows), flush=True)

@@ -1,0 +1,71 @@
+"""`gitsweep report`: everything under `<storage>/sweeps/<name>/report/`, logged to the parent run under
+`report/`. Torch-free: it reads the sweep's trial index and kept results (sweeps.results).
+
+- trials.csv / .parquet, summary.json, response_surface.png, ekld_vs_class_size.png (sweeps.report.trials);
+- groups.csv / .parquet: one row per group, mean and 95% CI of every metric (sweeps.report.groups);
+- contrast.csv, contrast_per_class.csv and contrast_<a>_vs_<b>.png: paired contrasts, `--contrast A --vs B`
+  or by default GIT against its baseline at every other setting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sweeps import results as rs
+from sweeps.config import SweepConfig
+from sweeps.paths import SweepPaths, load_meta
+from sweeps.report import groups as gr
+from sweeps.report.trials import print_summary, trial_summary, trial_table
+
+
+def contrasts(cfg: SweepConfig, groups: list[gr.Group], results: Path, out: Path,
+              selectors: tuple[dict[str, Any], dict[str, Any]] | None) -> pd.DataFrame:
+    """contrast.csv, contrast_per_class.csv and one figure per pair; returns the per-metric rows."""
+    pair_list = gr.pairs(groups, *selectors) if selectors else gr.default_pairs(groups)
+    keys = list(selectors[0]) if selectors else list(cfg.search.space)
+    rows = gr.contrast_rows(pair_list, keys)
+    rows.to_csv(out / "contrast.csv", index=False)
+    by = "rank" if cfg.search.repeat_over == "dataset.instance" else "class"
+    per_class = []
+    for a, b in pair_list:
+        table = gr.per_class_contrast(a, b, results, by)
+        if table is not None:
+            per_class.append(table.assign(a=gr.label(a, keys), b=gr.label(b, keys)))
+        gr.contrast_figure(a, b, keys, out / f"contrast_{a.result.group_id}_vs_{b.result.group_id}.png")
+    if per_class:
+        pd.concat(per_class).to_csv(out / "contrast_per_class.csv", index=False)
+    return rows
+
+
+def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord],
+                 selectors: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Path:
+    out = paths.report
+    out.mkdir(parents=True, exist_ok=True)
+    summary = trial_summary(cfg, trial_table(cfg, records), paths.results, out)
+    groups = gr.collect_groups(cfg, records, paths.results)
+    table = gr.group_table(cfg, groups)
+    table.to_csv(out / "groups.csv", index=False)
+    table.to_parquet(out / "groups.parquet", index=False)
+    rows = contrasts(cfg, groups, paths.results, out, selectors)
+    summary["groups"] = len(groups)
+    summary["contrast_pairs"] = int(rows[["a", "b"]].drop_duplicates().shape[0]) if len(rows) else 0
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _log_to_parent(load_meta(paths), out)
+    print_summary(summary)
+    if cfg.search.repeats > 1:
+        print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
+        print(gr.format_groups(table))
+    if len(rows):
+        print("contrast (A - B, paired by repeat):")
+        print(gr.format_contrast(rows))
+    return out
+
+
+def _log_to_parent(meta: dict[str, Any], out: Path) -> None:
+    from sweeps.tracking import mlflow_runs as mr
+
+    mr.client(meta["tracking_uri"]).log_artifacts(meta["parent_run_id"], str(out), artifact_path="report")

@@ -1,0 +1,176 @@
+"""The report's trial part: the trial table, best trial, response surface, parameter importances and
+eKLD-vs-class-size curves of the best GIT trial against the best baseline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gitlib.configs import to_dict
+from sweeps import results as rs
+from sweeps.config import SweepConfig
+
+SURFACE_KEYS = ("classifier.gen_frac", "dataset.imbalance_ratio")
+SURFACE_METRICS = (("test/balanced_acc", "balanced test accuracy"), ("ekld/tail", "tail eKLD"))
+
+
+def trial_table(cfg: SweepConfig, records: list[rs.TrialRecord]) -> pd.DataFrame:
+    """One row per trial: id, state, searched values, epochs run, final metrics, error."""
+    base, rows = to_dict(cfg), []
+    for t in records:
+        row: dict[str, Any] = {"trial_id": t.trial_id, "state": t.status}
+        row.update(rs.sampled_values(t.config))
+        row["classifier.augment"] = rs.trial_config(base, t.config).classifier.effective_augment
+        row["epochs_run"] = t.last.get("epoch")
+        row.update({k: v for k, v in t.last.items()
+                    if k.split("/")[0] in ("test", "ekld", "val", "consistency", "preservation", "diversity")})
+        row["error"] = t.error if t.status == "ERROR" else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _best(df: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    if metric not in df or df[metric].notna().sum() == 0:
+        return None
+    ok = df[df[metric].notna()]
+    return ok.loc[ok[metric].idxmax() if mode == "max" else ok[metric].idxmin()]
+
+
+def response_surface(df: pd.DataFrame, keys: tuple[str, str], path: Path) -> Path | None:
+    """Two panels over (keys[0], keys[1]): balanced accuracy and tail eKLD, scatter + contour."""
+    from matplotlib.figure import Figure
+
+    if not all(k in df for k in keys):
+        return None
+    fig = Figure(figsize=(10, 4.2), dpi=110)
+    for i, (metric, label) in enumerate(SURFACE_METRICS):
+        ax = fig.add_subplot(1, 2, i + 1)
+        sub = df[df[metric].notna()] if metric in df else df.iloc[0:0]
+        x = sub[keys[0]].astype(float).to_numpy()
+        y = sub[keys[1]].astype(float).to_numpy()
+        z = sub[metric].astype(float).to_numpy() if metric in sub else np.array([])
+        if len(z) >= 4 and len(set(x)) > 1 and len(set(y)) > 1:
+            try:  # a contour needs a non-degenerate triangulation; the scatter alone is still useful
+                cs = ax.tricontourf(x, y, z, levels=12, cmap="viridis", alpha=0.55)
+                fig.colorbar(cs, ax=ax, label=label)
+            except (ValueError, RuntimeError):
+                pass
+        sc = ax.scatter(x, y, c=z if len(z) else None, cmap="viridis", edgecolors="k", s=50)
+        if len(z) and not ax.collections[:-1]:
+            fig.colorbar(sc, ax=ax, label=label)
+        ax.set_xlabel(keys[0])
+        ax.set_ylabel(keys[1])
+        if keys[1].endswith("imbalance_ratio"):
+            ax.set_yscale("log")
+        ax.set_title(f"{label} ({len(z)} trials)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def importances(cfg: SweepConfig, df: pd.DataFrame) -> dict[str, Any]:
+    """Optuna fANOVA importances of the searched keys for the first metric, from the trial table."""
+    import optuna
+
+    from sweeps.search import distributions
+
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    dists = distributions(cfg)
+    keys = [k for k in dists if k in df]
+    done = df[df[metric].notna()] if metric in df else df.iloc[0:0]
+    if len(done) < 2 or not keys:
+        return {"metric": metric, "importances": {}, "note": f"needs 2+ finished trials, have {len(done)}"}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    try:
+        for _, row in done.iterrows():
+            params = {k: _json(row[k]) for k in keys}  # pandas NaN back to the None a choice may be
+            study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in keys},
+                                                      value=float(row[metric])))
+        # fANOVA, seeded: Optuna 5's default (PED-ANOVA) compares the top 10% of trials, which in a
+        # sweep of a few trials is one trial and gives arbitrary answers.
+        values = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=cfg.search.seed))
+    except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same value
+        return {"metric": metric, "importances": {}, "note": f"not computable: {exc}"}
+    return {"metric": metric, "evaluator": "fanova", "importances": {k: float(v) for k, v in values.items()},
+            "trials": len(done)}
+
+
+def _native(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -> dict[str, Any]:
+    """eKLD against class size: the best GIT trial (gen_frac > 0) against the best baseline."""
+    from matplotlib.figure import Figure
+
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    git_mask = df["classifier.augment"] == "git"
+    git = _best(df[git_mask], metric, mode)
+    base = df[~git_mask]
+    if git is not None:  # compare like with like: the baseline at the GIT trial's data set, when there is one
+        same = base
+        for key in (k for k in cfg.search.space if k.startswith("dataset.") and k in df):
+            same = same[same[key] == git[key]]
+        base = same if len(same) and same[metric].notna().any() else base
+    picks = {"GIT": git, "baseline": _best(base, metric, mode)}
+    fig = Figure(figsize=(6, 4.2), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    chosen: dict[str, Any] = {}
+    for label, row in picks.items():
+        if row is None:
+            continue
+        table = rs.read_per_class(results / str(row["trial_id"]))
+        if table is None:
+            continue
+        t = table.to_pandas().sort_values("train_count")
+        ax.plot(t["train_count"], t["ekld"], marker="o", label=f"{label} ({row['trial_id']})")
+        chosen[label] = str(row["trial_id"])
+    ax.set_xscale("log")
+    ax.set_xlabel("training images in class")
+    ax.set_ylabel("eKLD")
+    ax.set_title("eKLD vs class size: best GIT vs best baseline", fontsize=10)
+    if chosen:
+        ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return chosen
+
+
+def trial_summary(cfg: SweepConfig, df: pd.DataFrame, results: Path, out: Path) -> dict[str, Any]:
+    """trials.parquet / .csv, the best trial, response surface, importances and eKLD curves into `out`."""
+    df.to_parquet(out / "trials.parquet", index=False)
+    df.to_csv(out / "trials.csv", index=False)
+    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    best = _best(df, metric, mode)
+    summary: dict[str, Any] = {"sweep": cfg.name, "trials": len(df), "metric": metric, "mode": mode,
+                               "best": None if best is None else {k: _json(v) for k, v in best.items()}}
+    searched = [k for k in cfg.search.space if k in df and pd.to_numeric(df[k], errors="coerce").notna().all()]
+    keys = SURFACE_KEYS if all(k in df for k in SURFACE_KEYS) else tuple(searched[:2])
+    if len(keys) == 2:
+        response_surface(df, keys, out / "response_surface.png")
+    summary["importances"] = importances(cfg, df)
+    summary["ekld_curves"] = ekld_curves(cfg, df, results, out / "ekld_vs_class_size.png")
+    return summary
+
+
+def _json(v: Any) -> Any:
+    v = _native(v)
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    best = summary["best"]
+    if best:
+        print(f"best trial {best['trial_id']}: {summary['metric']} {best.get(summary['metric'])}")
+    imp = summary["importances"]
+    if imp.get("importances"):
+        print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp["importances"].items()))
+    else:
+        print(f"importances: {imp.get('note')}")

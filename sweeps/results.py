@@ -1,0 +1,131 @@
+"""The trial result contract, torch- and Ray-free: what a trial writes, where the driver keeps it, and how
+`status`, `report` and the MLflow callback read it.
+
+A trial's report to Tune may carry a checkpoint folder holding:
+
+    state.pt              trainer state for an exact resume (torch; read by the trial only)
+    meta.json             {"epoch": e} or {"iteration": i}
+    final.json            final metrics (flat numbers), in the trial's last checkpoint only
+    per_class.parquet     per-class table (class, train_count, accuracy, ekld, consistency, probe columns)
+    ekld_vs_class_size.png
+    generator.pt, samples.png   a generator trial's model and sample grid
+    fatal.json            a non-retryable failure: a retry fails at once with the same reason
+
+The result that carries the final checkpoint also carries `trial/final = 1`. The driver copies a finished
+trial's final.json, per_class.parquet and figures into `<sweep>/results/<trial_id>/`, and keeps one
+record per trial in `<sweep>/trials.json` (state, Tune config, last metrics, error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gitlib.configs import from_dict
+from sweeps.config import SweepConfig, with_value
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+STATE = "state.pt"
+META = "meta.json"
+FINAL = "final.json"
+PER_CLASS = "per_class.parquet"
+EKLD_PNG = "ekld_vs_class_size.png"
+GENERATOR_PT = "generator.pt"
+SAMPLES_PNG = "samples.png"
+FATAL = "fatal.json"
+FINAL_KEY = "trial/final"  # set on the result whose checkpoint holds FINAL
+RESULT_FILES = (FINAL, PER_CLASS, EKLD_PNG, SAMPLES_PNG)  # what the driver keeps of a finished trial
+GROUP_KEY, REPEAT_KEY = "_group", "_repeat"  # bookkeeping keys in a Tune config: not config keys
+
+
+def sampled_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The config keys a trial's Tune config sets (its bookkeeping keys left out)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def trial_config(base: dict[str, Any], sample: dict[str, Any]) -> SweepConfig:
+    """The resolved config of one trial: `base` with every sampled dotted key applied and validated."""
+    search = {**base["search"], "space": {}, "points_to_evaluate": []}  # a point: no space to validate
+    cfg = from_dict(SweepConfig, {**base, "search": search})
+    for key, value in sorted(sampled_values(sample).items()):
+        cfg = with_value(cfg, key, value)
+    return cfg
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the driver last saw it."""
+
+    trial_id: str
+    status: str  # PENDING, RUNNING, TERMINATED or ERROR (Tune's states)
+    config: dict[str, Any]  # Tune's config: sampled values and bookkeeping keys
+    last: dict[str, float] = field(default_factory=dict)  # numbers of its latest result
+    error: str = ""
+    stopped_early: bool = False
+    final: bool = False  # its final results are under results/<trial_id>/
+
+    @property
+    def group_id(self) -> str:
+        return str(self.config.get(GROUP_KEY, self.trial_id))
+
+    @property
+    def repeat(self) -> int:
+        return int(self.config.get(REPEAT_KEY, 0))
+
+
+def numbers(result: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of a result dict (bools and strings dropped)."""
+    return {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def read_index(path: Path) -> list[TrialRecord]:
+    if not path.is_file():
+        return []
+    return [TrialRecord(**r) for r in json.loads(path.read_text())["trials"]]
+
+
+def write_index(path: Path, records: list[TrialRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"trials": [asdict(r) for r in records]})
+
+
+def keep_results(checkpoint_dir: Path, dest: Path) -> bool:
+    """Copy a final checkpoint's result files into `dest`; False when it holds no final.json."""
+    if not (checkpoint_dir / FINAL).is_file():
+        return False
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in RESULT_FILES:
+        if (checkpoint_dir / name).is_file():
+            shutil.copyfile(checkpoint_dir / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return True
+
+
+def read_final(folder: Path) -> dict[str, Any] | None:
+    path = folder / FINAL
+    return dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def read_per_class(folder: Path) -> pa.Table | None:
+    path = folder / PER_CLASS
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)

@@ -1,0 +1,168 @@
+"""Shared generators: each distinct (data set, generator config, seed policy) is trained once.
+
+Layout of `<storage>/generators/<digest>/`:
+
+    train.lock        held (fcntl lock) by the one process training this generator
+    checkpoint.pt     GeneratorTrainer state every `generator.checkpoint_every` iterations, so a killed
+                      trainer's successor resumes it instead of starting over
+    losses.jsonl      mean losses, one record per checkpoint interval
+    generator.pt      the finished model (gitlib.models.munit.save_generator)
+    metrics.json      label preservation and nuisance diversity, final losses, time/*
+    samples.png       sample grid (sources, then random styles)
+    events.jsonl      one line per training start / finish: how often this generator was trained
+    READY             written last (atomic rename): the generator is complete
+
+A trial that needs a generator someone else is training blocks on the lock, then finds READY. The
+lock is an fcntl lock on the storage path, which the kernel drops when its holder dies, so this works
+across nodes wherever the storage is a shared POSIX file system (NFS, Lustre, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gitlib.configs import to_dict
+from gitlib.data.dataset import BuiltDataset
+from gitlib.runs.generator import MODEL_FILE
+from gitlib.train.config import GeneratorConfig
+
+SEED_POLICY = "shared-seed-0"  # one generator per data set + config, whatever the trial's seed
+GENERATOR_SEED = 0
+STORE_VERSION = 2  # 2: one generator routine (gitlib.runs.generator), eval-only fields left out of the digest
+READY = "READY"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StoredGenerator:
+    digest: str
+    folder: Path
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL_FILE
+
+    @property
+    def ready(self) -> bool:
+        return (self.folder / READY).is_file()
+
+    def metrics(self) -> dict[str, float]:
+        path = self.folder / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def losses(self) -> list[dict[str, float]]:
+        path = self.folder / "losses.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.folder / "events.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def times_trained(self) -> int:
+        """Completed trainings of this generator (1 for a healthy store, whatever resumed mid-way)."""
+        return sum(1 for e in self.events() if e.get("event") == "finished")
+
+
+def generator_digest(dataset_digest: str, cfg: GeneratorConfig) -> str:
+    """Content address: the built data set, the generator config (what decides its weights) and the seed policy."""
+    weights = {k: v for k, v in to_dict(cfg).items() if k not in GeneratorConfig.EVAL_ONLY}
+    blob = json.dumps({"dataset": dataset_digest, "generator": weights, "seed": SEED_POLICY,
+                       "version": STORE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def locate(storage: Path, dataset_digest: str, cfg: GeneratorConfig) -> StoredGenerator:
+    digest = generator_digest(dataset_digest, cfg)
+    return StoredGenerator(digest, storage / "generators" / digest)
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:  # one short write per line: appends stay whole on POSIX
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def get_generator(cfg: GeneratorConfig, data: BuiltDataset, storage: Path, device: torch.device,
+                  log: Log = print, poll_s: float = 5.0) -> StoredGenerator:
+    """The finished generator for (data, cfg): reused if stored, else trained here, or waited for."""
+    from filelock import FileLock, Timeout
+
+    entry = locate(storage, data.digest or "undigested", cfg)
+    if entry.ready:
+        return entry
+    entry.folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(entry.folder / "train.lock"))
+    waited = False
+    while True:
+        try:
+            lock.acquire(timeout=poll_s)
+        except Timeout:
+            if not waited:
+                log(f"waiting for generator {entry.digest} (being trained by another trial)")
+                waited = True
+            if entry.ready:
+                return entry
+            continue
+        try:
+            if not entry.ready:  # checked again under the lock: the holder before us may have finished it
+                _train(entry, cfg, data, device, log)
+            return entry
+        finally:
+            lock.release()
+
+
+def _train(entry: StoredGenerator, cfg: GeneratorConfig, data: BuiltDataset, device: torch.device,
+           log: Log) -> None:
+    from gitlib.runs.generator import train_generator
+
+    folder = entry.folder
+    ckpt = folder / "checkpoint.pt"
+    # weights_only: a checkpoint never unpickles code, even from a shared storage path
+    state = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.is_file() else None
+    start = int(state["iteration"]) if state else 0
+    _event(folder, {"event": "started", "from_iteration": start})
+    log(f"training generator {entry.digest}: iterations {start}..{cfg.iterations}"
+        + (" (resumed from its checkpoint)" if start else ""))
+
+    def checkpoint(trainer: Any, record: dict[str, float]) -> None:
+        _atomic_save(trainer.state_dict(), ckpt)
+        _append(folder / "losses.jsonl", record)  # after the checkpoint: no lost or doubled record
+
+    result = train_generator(cfg, data, GENERATOR_SEED, device, folder, state=state, on_chunk=checkpoint)
+    _atomic_text(json.dumps(result.metrics, indent=1), folder / "metrics.json")
+    _event(folder, {"event": "finished", "iteration": cfg.iterations})
+    _atomic_text(json.dumps({"digest": entry.digest, "dataset": data.digest, "config": to_dict(cfg)}),
+                 folder / READY)
+    log(f"generator {entry.digest} ready ({result.metrics['time/train_s']:.0f} s)")
+
+
+def _event(folder: Path, record: dict[str, Any]) -> None:
+    _append(folder / "events.jsonl", {**record, "time": time.time(), "host": socket.gethostname(),
+                                      "pid": os.getpid()})

@@ -1,0 +1,193 @@
+"""The driver's Tune callback: keeps the trial index and each finished trial's results (sweeps.results),
+feeds the MLflow tracker, and prints progress.
+
+Everything here runs in the Ray driver. Tune calls `get_state` while it writes its experiment snapshot
+(the state a resume restores): the index and the buffered MLflow metrics are written first, so a resume
+never finds MLflow or the index behind the snapshot.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from sweeps import results as rs
+from sweeps.config import SweepConfig
+from sweeps.group_stats import GroupResult, group_result
+from sweeps.paths import SweepPaths
+from sweeps.tracking.tracker import SweepTracker
+
+
+def trial_error(trial: Any) -> str:
+    """The last line of a failed trial's traceback: the exception and its reason."""
+    text = ""
+    for where in ("error_file", "path"):  # driver staging copy (needs Ray), then the storage copy
+        try:
+            path = getattr(trial, where, None)
+        except Exception:  # error_file needs a live Ray session
+            continue
+        if path and where == "path":
+            path = Path(path, trial.run_metadata.error_filename or "error.txt")
+        if path and Path(path).is_file():
+            text = Path(path).read_text(errors="replace")
+            break
+    text = text or str(getattr(trial, "error_msg", "") or "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+class TrialIndex:
+    """The driver's record of every trial (`<sweep>/trials.json`) and of their kept results."""
+
+    def __init__(self, paths: SweepPaths) -> None:
+        self.paths = paths
+        self.records = {r.trial_id: r for r in rs.read_index(paths.index)}
+
+    def record(self, trial: Any) -> rs.TrialRecord:
+        rec = self.records.get(trial.trial_id)
+        if rec is None:
+            rec = self.records[trial.trial_id] = rs.TrialRecord(trial.trial_id, trial.status, dict(trial.config))
+        rec.status = trial.status
+        return rec
+
+    def update(self, trial: Any, result: dict[str, Any] | None = None, failed: bool = False) -> rs.TrialRecord:
+        rec = self.record(trial)
+        if result:
+            rec.last.update(rs.numbers(result))
+        if failed or trial.status == "ERROR":
+            rec.status, rec.error = "ERROR", trial_error(trial)
+        return rec
+
+    def keep(self, trial_id: str, checkpoint: Any) -> Path | None:
+        """Copy a final checkpoint's results into results/<trial_id>/; the folder, or None without a final."""
+        dest = self.paths.results / trial_id
+        with checkpoint.as_directory() as d:
+            if not rs.keep_results(Path(d), dest):
+                return None
+        self.records[trial_id].final = True
+        return dest
+
+    def save(self) -> None:
+        rs.write_index(self.paths.index, list(self.records.values()))
+
+    def sync(self, trials: list[Any]) -> list[rs.TrialRecord]:
+        """Match Tune's saved trials (the truth after fit() or a killed driver): states, errors, results."""
+        for t in trials:
+            rec = self.update(t, t.last_result)
+            if t.status == "TERMINATED" and not rec.final and t.checkpoint is not None:
+                self.keep(t.trial_id, t.checkpoint)
+        known = {t.trial_id for t in trials}
+        # A trial the killed driver started after Tune's last snapshot is gone: its repeat runs again
+        # under a new id, so the old record would be a ghost.
+        self.records = {k: r for k, r in self.records.items() if k in known}
+        self.save()
+        return [self.records[t.trial_id] for t in trials]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def group_figure(result: GroupResult, folder: Path, title: str) -> Path | None:
+    """eKLD against class size: the group's mean over its repeats with the 95% band."""
+    from gitlib.plots import ekld_bands
+
+    t = result.per_class
+    if t is None or "ekld" not in t:
+        return None
+    curve = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
+             t["ekld_ci95_high"].to_numpy())
+    return ekld_bands({f"mean of {len(result.finals)} repeats": curve}, folder / "ekld_vs_class_size.png", title)
+
+
+def sync_group(cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, config: dict[str, Any]) -> None:
+    """Bring a group's MLflow run up to date with its repeats' kept results (ended with its last repeat)."""
+    gid = str(config[rs.GROUP_KEY])
+    records = [r for r in index.records.values() if r.group_id == gid]
+    result = group_result(gid, records, index.paths.results, cfg.search.repeat_over)
+    ended = sum(r.status in ("TERMINATED", "ERROR") for r in records) >= cfg.search.repeats
+    with tempfile.TemporaryDirectory(prefix="gitsweep-group-") as d:
+        png = group_figure(result, Path(d), f"{cfg.name} group {gid}: eKLD, mean and 95% CI over repeats")
+        tracker.log_group(config, result.metrics, result.per_class, png, done=ended)
+
+
+class SweepCallback(tune.Callback):
+    """Tune hooks -> trial index, kept results and MLflow, plus one progress line per trial result."""
+
+    SHOW = ("train/loss", "val/balanced_acc", "test/balanced_acc", "ekld/tail", "loss/gen_total")
+
+    def __init__(self, cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker) -> None:
+        self.cfg, self.index, self.tracker, self.epochs = cfg, index, tracker, cfg.classifier.epochs
+        self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
+
+    def _say(self, trial: Any, text: str) -> None:
+        values = rs.sampled_values(trial.config)
+        params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(values.items()))
+        print(f"[{time.strftime('%H:%M:%S')}] {trial.trial_id} {text}  ({params})", flush=True)
+
+    def _final(self, trial: Any, checkpoint: Any) -> None:
+        if checkpoint is None or self.index.records[trial.trial_id].final:
+            return
+        folder = self.index.keep(trial.trial_id, checkpoint)
+        if folder is not None:
+            self.tracker.log_final(trial.trial_id, trial.config, folder)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.index.update(trial)
+        self.tracker.trial_run(trial.trial_id, trial.config)
+        self._say(trial, "started")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.index.update(trial, result)
+        self.tracker.log_result(trial.trial_id, trial.config, result)
+        self._final_due[trial.trial_id] = bool(result.get(rs.FINAL_KEY))
+        if "epoch" in result:
+            head = f"epoch {int(result['epoch'])}/{self.epochs}"
+        else:
+            head = f"iteration {int(result.get('iteration', result.get('training_iteration', 0)))}"
+        shown = " ".join(f"{k} {_fmt(result[k])}" for k in self.SHOW if k in result)
+        self._say(trial, f"{head} {shown}")
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        # Only the final report's checkpoint has results to keep: skip the per-epoch ones (driver CPU on a
+        # small machine). on_trial_complete keeps the final anyway if this callback order ever differs.
+        if self._final_due.pop(trial.trial_id, False):
+            self._final(trial, checkpoint)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.index.update(trial).status = "TERMINATED"
+        self._final(trial, trial.checkpoint)
+        self.tracker.finish_trial(trial.trial_id, trial.config, "FINISHED")
+        self.index.save()
+        if self.cfg.search.repeats > 1:
+            sync_group(self.cfg, self.index, self.tracker, trial.config)
+        self._say(trial, "finished")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say(trial, f"failed, retrying from its last checkpoint: {trial_error(trial)}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rec = self.index.update(trial, failed=True)
+        self.tracker.finish_trial(trial.trial_id, trial.config, "FAILED", rec.error)
+        self.index.save()
+        if self.cfg.search.repeats > 1:
+            sync_group(self.cfg, self.index, self.tracker, trial.config)
+        self._say(trial, f"FAILED: {rec.error}")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.tracker.flush_if_due()  # Tune's loop steps at least every 0.1 s, results or not
+
+    def get_state(self) -> dict | None:
+        # Called while Tune writes its experiment snapshot: what it covers is written first. Nothing of
+        # ours to save in it.
+        self.tracker.flush()
+        self.index.save()
+        return None
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.tracker.flush()
+        self.index.save()

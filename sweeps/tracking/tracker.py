@@ -1,0 +1,279 @@
+"""MLflow records of a sweep, written from the Ray driver only.
+
+`SweepTracker` knows the parent run and finds (or creates) the nested run of a trial by its tags
+(`gitsweep.sweep`, `gitsweep.role`, `gitsweep.trial_id`), so a restored trial continues its own run and
+a retried trial never leaves a twin. The Tune callback (sweeps.tracking.callback) feeds it; after
+`fit()` the driver calls `reconcile()` so no run is left RUNNING (a driver killed mid-sweep leaves
+some that way; the next `resume` closes them). Trials write nothing to MLflow themselves: with one
+writer, the default SQLite store sees no lock contention however many trials run at once.
+
+Per-epoch metrics are buffered and written every FLUSH_S seconds, one log_batch per run: a write costs
+the driver about the same CPU (SQLite) or round trip (`mlflow server`) for one epoch as for twenty, and
+on a small machine that CPU comes out of the trials. The buffer is also written before every Tune
+experiment snapshot (`SweepCallback.get_state`), so what a killed driver loses is only results after
+the last snapshot, and those the resumed trials train and report again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from gitlib.configs import flatten, to_dict
+from sweeps import results as rs
+from sweeps.tracking import mlflow_runs as mr
+
+# Result keys worth logging: everything namespaced (train/, val/, test/, ekld/, loss/, ...) plus lr.
+SKIP_PREFIXES = ("config/", "generator/", "trial/final", "trial/device")
+PLAIN_KEYS = ("lr", "epoch", "iteration")
+FLUSH_S = 5.0  # longest a per-epoch metric point waits in the driver before it is written
+
+
+class SweepTracker:
+    """MLflow writes of one sweep (picklable: the client is made lazily in each process)."""
+
+    def __init__(self, uri: str, experiment: str, sweep: str, base: dict[str, Any],
+                 artifact_root: str | None, parent_run_id: str | None = None) -> None:
+        self.uri, self.experiment, self.sweep, self.base = uri, experiment, sweep, base
+        self.artifact_root = artifact_root
+        self.parent_run_id = parent_run_id
+        self._client: Any = None
+        self._exp_id: str | None = None
+        self._runs: dict[str, str] = {}
+        self._groups: dict[str, str] = {}  # group id -> its run (only with search.repeats > 1)
+        self._final: set[str] = set()
+        self._generators: set[str] = set()
+        self._device_tagged: set[str] = set()
+        self._pending: dict[str, list[Any]] = {}  # run id -> metric points not yet written
+        self._flushed_at = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_client=None, _exp_id=None, _runs={}, _groups={}, _final=set(), _generators=set(),
+                     _device_tagged=set(), _pending={})
+        return state
+
+    def flush(self) -> None:
+        """Write the buffered metric points: one log_batch per run."""
+        pending, self._pending = self._pending, {}
+        for run_id, points in pending.items():
+            mr.log_points(self.client, run_id, points)
+        self._flushed_at = time.monotonic()
+
+    def flush_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._flushed_at >= FLUSH_S:
+            self.flush()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = mr.client(self.uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._exp_id is None:
+            self._exp_id = mr.ensure_experiment(self.client, self.experiment, self.artifact_root)
+        return self._exp_id
+
+    # ---- parent ---------------------------------------------------------------------------------
+
+    def open_parent(self, config_yaml: str) -> str:
+        """Create (or reopen, on resume) the sweep's parent run with config and provenance."""
+        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "sweep"}
+        run_id = self.parent_run_id
+        if run_id is None:
+            run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=self.sweep,
+                                                   extra_tags=mr.provenance_tags())
+            if created:
+                flat = flatten(self.base)
+                mr.log_params(self.client, run_id, {k: v for k, v in flat.items() if not k.startswith("search.space")})
+                mr.log_params(self.client, run_id, {"search.space": json.dumps(self.base["search"]["space"])})
+                mr.log_config_artifact(self.client, run_id, config_yaml)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.parent_run_id = run_id
+        return run_id
+
+    def close_parent(self, errored: int) -> None:
+        if self.parent_run_id is None:
+            return
+        if errored:
+            mr.finish_run(self.client, self.parent_run_id, "FAILED", f"{errored} trial(s) errored")
+        else:
+            if self._has_error(self.parent_run_id):  # a resume fixed what failed before
+                self.client.delete_tag(self.parent_run_id, mr.ERROR_TAG)
+            mr.finish_run(self.client, self.parent_run_id, "FINISHED")
+
+    def _has_error(self, run_id: str) -> bool:
+        return mr.ERROR_TAG in self.client.get_run(run_id).data.tags
+
+    # ---- trials ---------------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return "generator" if self.base.get("trial") == "generator" else "classifier"
+
+    @property
+    def repeats(self) -> int:
+        return int(self.base["search"].get("repeats", 1))
+
+    def trial_run(self, trial_id: str, config: dict[str, Any]) -> str:
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: self.role, mr.TRIAL_TAG: trial_id}
+        parent = self.group_run(config) if self.repeats > 1 else self.parent_run_id  # repeats nest in their group
+        run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"trial_{trial_id}",
+                                               parent_run_id=parent, extra_tags=mr.provenance_tags())
+        if created:
+            cfg = rs.trial_config(self.base, config)
+            mr.log_params(self.client, run_id, flatten(to_dict(cfg)))
+            for key, value in rs.sampled_values(config).items():  # the searched values, easy to filter on
+                self.client.set_tag(run_id, f"gitsweep.param.{key}", str(value))
+        elif self._has_error(run_id):  # restarted after a failure: the old reason no longer holds
+            self.client.delete_tag(run_id, mr.ERROR_TAG)
+        self._runs[trial_id] = run_id
+        return run_id
+
+    # ---- groups (search.repeats > 1) -------------------------------------------------------------
+
+    def group_run(self, config: dict[str, Any]) -> str:
+        """The run of the trial's group, nested under the parent; its params are the configuration
+        without the repeat key, plus group.repeat_over and group.repeats."""
+        gid = str(config[rs.GROUP_KEY])
+        if gid in self._groups:
+            return self._groups[gid]
+        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "group", mr.GROUP_TAG: gid}
+        run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"group_{gid}",
+                                               parent_run_id=self.parent_run_id, extra_tags=mr.provenance_tags())
+        if created:
+            repeat_key = self.base["search"]["repeat_over"]
+            params = {k: v for k, v in flatten(to_dict(rs.trial_config(self.base, config))).items() if k != repeat_key}
+            mr.log_params(self.client, run_id, {**params, "group.repeat_over": repeat_key,
+                                                "group.repeats": self.repeats})
+            for key, value in rs.sampled_values(config).items():
+                if key != repeat_key:
+                    self.client.set_tag(run_id, f"gitsweep.param.{key}", str(value))
+        self._groups[gid] = run_id
+        return run_id
+
+    def log_group(self, config: dict[str, Any], metrics: dict[str, float], table: Any | None, png: Path | None,
+                  done: bool) -> None:
+        """The group's statistics so far (step = repeats finished, so each update is one new point), its
+        per-class summary table and band figure; the run ends with the group's last repeat. Idempotent:
+        a resume syncs every group again."""
+        run_id = self.group_run(config)
+        n = metrics.get("group/n_finished", 0.0)
+        run = self.client.get_run(run_id)
+        if run.data.metrics.get("group/n_finished") != n:
+            mr.log_metrics(self.client, run_id, metrics, step=int(n))
+            if table is not None:
+                mr.log_group_table(self.client, run_id, table, png)
+        if done and run.info.status == "RUNNING":
+            if table is not None:
+                self.client.log_table(run_id, data=table, artifact_file="per_class.json")  # appends: log once
+            mr.finish_run(self.client, run_id, "FINISHED" if n else "FAILED",
+                          None if n else "every repeat of the group failed")
+
+    def log_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        run_id = self.trial_run(trial_id, config)
+        step = int(result.get("epoch") or result.get("iteration") or result.get("training_iteration") or 0)
+        values = {k: v for k, v in result.items()
+                  if ("/" in k and not k.startswith(SKIP_PREFIXES)) or k in PLAIN_KEYS}
+        self._pending.setdefault(run_id, []).extend(mr.metric_points(values, step))
+        device = result.get("trial/device")
+        if device and trial_id not in self._device_tagged:  # where the trial ran (GPU name, or CPU threads)
+            self.client.set_tag(run_id, mr.DEVICE_TAG, str(device))
+            self._device_tagged.add(trial_id)
+        digest, folder = result.get("generator/digest"), result.get("generator/folder")
+        if digest and folder and digest not in self._generators:
+            self.log_generator(str(digest), Path(str(folder)))
+
+    def log_final(self, trial_id: str, config: dict[str, Any], folder: Path) -> bool:
+        """Final metrics and artifacts from a trial's kept results (sweeps.results), once (tagged when done)."""
+        final = rs.read_final(folder)
+        if final is None or trial_id in self._final:
+            return False
+        run_id = self.trial_run(trial_id, config)
+        self.flush()  # the run's metrics as logged, to tell what the final result still lacks
+        run = self.client.get_run(run_id)
+        if mr.FINAL_TAG in run.data.tags:
+            self._final.add(trial_id)
+            return False
+        step = int(final.get("epoch") or final.get("iteration") or 0)
+        # Normally the last result already carried these; log only what a killed driver missed.
+        missing = {k: v for k, v in final.items() if "/" in k and k not in run.data.metrics}
+        mr.log_metrics(self.client, run_id, missing, step=step)
+        table = rs.read_per_class(folder)
+        if table is not None:
+            png = folder / rs.EKLD_PNG
+            mr.log_per_class(self.client, run_id, table, png if png.is_file() else None)
+        if (folder / rs.SAMPLES_PNG).is_file():
+            self.client.log_artifact(run_id, str(folder / rs.SAMPLES_PNG))
+        self.client.set_tag(run_id, mr.FINAL_TAG, "true")
+        self._final.add(trial_id)
+        return True
+
+    def finish_trial(self, trial_id: str, config: dict[str, Any], status: str, error: str | None = None) -> None:
+        self.flush()
+        mr.finish_run(self.client, self.trial_run(trial_id, config), status, error)
+
+    # ---- shared generators ----------------------------------------------------------------------
+
+    def log_generator(self, digest: str, folder: Path) -> None:
+        """One nested generator run per generator used by this sweep: losses, quality, sample grid."""
+        from sweeps.stores.generators import READY, StoredGenerator
+
+        entry = StoredGenerator(digest, folder)
+        if not (folder / READY).is_file():
+            return
+        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "generator", mr.GENERATOR_TAG: digest}
+        run_id, _ = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"generator_{digest[:8]}",
+                                         parent_run_id=self.parent_run_id, extra_tags=mr.provenance_tags())
+        if mr.FINAL_TAG not in self.client.get_run(run_id).data.tags:
+            ready = json.loads((folder / READY).read_text())
+            params = {f"generator.{k}": v for k, v in ready.get("config", {}).items()}
+            params.update({"dataset.digest": ready.get("dataset", ""), "generator.digest": digest,
+                           "generator.folder": str(folder), "generator.times_trained": entry.times_trained()})
+            mr.log_params(self.client, run_id, params)
+            for rec in entry.losses():
+                step = int(rec.get("iteration", 0))
+                mr.log_metrics(self.client, run_id, {f"loss/{k}": v for k, v in rec.items() if k != "iteration"}, step)
+            mr.log_metrics(self.client, run_id, entry.metrics(), step=int(ready.get("config", {}).get("iterations", 0)))
+            if (folder / "samples.png").is_file():
+                self.client.log_artifact(run_id, str(folder / "samples.png"))
+            self.client.set_tag(run_id, mr.FINAL_TAG, "true")
+        mr.finish_run(self.client, run_id, "FINISHED")
+        self._generators.add(digest)
+
+    # ---- after fit() / on resume ----------------------------------------------------------------
+
+    def reconcile(self, records: list[rs.TrialRecord], results: Path) -> int:
+        """Bring every trial's run to its recorded state; returns how many errored. Runs of this sweep
+        still RUNNING without a live trial (a killed driver's) are closed as KILLED."""
+        self.flush()
+        errored = 0
+        seen: set[str] = set()
+        for t in records:
+            seen.add(t.trial_id)
+            if t.status == "TERMINATED":
+                self.log_final(t.trial_id, t.config, results / t.trial_id)
+                self.finish_trial(t.trial_id, t.config, "FINISHED")
+            elif t.status == "ERROR":
+                errored += 1
+                self.finish_trial(t.trial_id, t.config, "FAILED", t.error or "unknown error")
+            elif t.trial_id in self._runs or mr.find_run(self.client, self.experiment_id, self._tags(t.trial_id)):
+                self.finish_trial(t.trial_id, t.config, "KILLED", f"trial left {t.status} when the sweep stopped")
+        where = f"tags.`{mr.SWEEP_TAG}` = '{self.sweep}' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([self.experiment_id], filter_string=where, max_results=1000):
+            if run.info.run_id == self.parent_run_id:
+                continue
+            if run.data.tags.get(mr.TRIAL_TAG) in seen and run.data.tags.get(mr.ROLE_TAG) != "generator":
+                continue
+            mr.finish_run(self.client, run.info.run_id, "KILLED", "left running by an interrupted driver")
+        return errored
+
+    def _tags(self, trial_id: str) -> dict[str, str]:
+        return {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: self.role, mr.TRIAL_TAG: trial_id}

@@ -1,0 +1,98 @@
+"""The classifier trial: the shared data set and generator, then gitlib's one classifier run, reporting
+every epoch to Tune (a checkpoint every `classifier.checkpoint_every` epochs) and the final metrics with
+the per-class table and figure. `gitsweep train classifier` prepares its inputs with the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gitlib.augmenter import Augmenter
+from gitlib.data.dataset import BuiltDataset
+from gitlib.runs.classifier import ClassifierResult, run_classifier
+from gitlib.train.classifier import ClassifierTrainer, TrainingDiverged
+from sweeps import results as rs
+from sweeps.config import SweepConfig
+from sweeps.stores import dataset_for, generator_for
+from sweeps.trials.entry import InjectedFailure, TrialContext, device_note, injected_failure_due, trial_device
+
+
+def needs_generator(cfg: SweepConfig) -> bool:
+    """GIT trains with the shared generator; without a known nuisance, eKLD measures invariance to it."""
+    return cfg.classifier.effective_augment == "git" or cfg.dataset.nuisance == "none"
+
+
+def classifier_inputs(cfg: SweepConfig, device: torch.device, generator_file: Path | None = None,
+                      ) -> tuple[BuiltDataset, Augmenter | None, dict[str, Any]]:
+    """(data set, generator or None, notes for the record) of a classifier run: from the shared stores, or
+    the generator from `generator_file` (a generator.pt of `gitsweep train generator`)."""
+    from gitlib.models.munit import load_generator
+
+    data = dataset_for(cfg)
+    notes: dict[str, Any] = device_note(device)
+    if generator_file is not None:
+        return data, load_generator(generator_file, device), {**notes, "generator/file": str(generator_file)}
+    if not needs_generator(cfg):
+        return data, None, notes
+    entry = generator_for(cfg, data, device)
+    notes.update({"generator/digest": entry.digest, "generator/folder": str(entry.folder)})
+    return data, load_generator(entry.model_path, device), notes
+
+
+def final_files(result: ClassifierResult, cfg: SweepConfig, title: str) -> dict[str, Any]:
+    """The result contract's files of a finished classifier: final.json, the per-class table, the figure."""
+    import pyarrow.parquet as pq
+
+    from gitlib.plots import ekld_vs_class_size
+
+    with tempfile.TemporaryDirectory(prefix="gitsweep-final-") as d:
+        tmp = Path(d)
+        pq.write_table(result.per_class, tmp / rs.PER_CLASS)
+        ekld_vs_class_size(result.per_class, tmp / rs.EKLD_PNG, spearman=result.metrics.get("ekld/size_spearman"),
+                           title=title)
+        return {rs.PER_CLASS: (tmp / rs.PER_CLASS).read_bytes(), rs.EKLD_PNG: (tmp / rs.EKLD_PNG).read_bytes()}
+
+
+def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
+    """Train one classifier (GIT with the shared generator when classifier.augment == 'git')."""
+    device = trial_device(cfg.resources)
+    data, generator, notes = classifier_inputs(cfg, device)
+    start_epoch = int(ctx.state["epoch"]) if ctx.state else 0
+    notes["trial/start_epoch"] = float(start_epoch)
+    if ctx.final is not None:  # finished before an interruption: hand Tune the final result again
+        ctx.report({**ctx.final, **notes})
+        return
+    epochs, last, done = cfg.classifier.epochs, {}, {"epoch": start_epoch}
+    fail = injected_failure_due(cfg)
+
+    def on_epoch(trainer: ClassifierTrainer, metrics: dict[str, float]) -> None:
+        done["epoch"] = trainer.epoch
+        metrics.update(notes)
+        if trainer.epoch >= epochs:
+            last.update(metrics)  # reported together with the final metrics
+            return
+        files = None
+        if trainer.epoch % cfg.classifier.checkpoint_every == 0:
+            files = {rs.STATE: trainer.state_dict(), rs.META: json.dumps({"epoch": trainer.epoch})}
+        ctx.report(metrics, files)
+        if fail and cfg.debug.fail_mode == "nan" and trainer.epoch + 1 >= (cfg.debug.fail_at_epoch or 0):
+            raise TrainingDiverged(f"classifier training loss became nan in epoch {trainer.epoch + 1} "
+                                   "(injected by debug.fail_mode=nan)")
+        if fail and cfg.debug.fail_mode == "raise" and trainer.epoch >= (cfg.debug.fail_at_epoch or 0):
+            raise InjectedFailure(f"injected failure after epoch {trainer.epoch} (debug.fail_at_epoch)")
+
+    try:
+        result = run_classifier(cfg.classifier, data, cfg.seed, device, generator, ctx.state, on_epoch)
+    except TrainingDiverged as exc:
+        ctx.fail(f"TrainingDiverged: {exc}", {"epoch": float(done["epoch"])})
+        return
+    final = {**last, **result.metrics}
+    files = final_files(result, cfg, title=f"{cfg.name} gen_frac={cfg.classifier.gen_frac:g}")
+    files.update({rs.STATE: result.trainer.state_dict(), rs.META: json.dumps({"epoch": result.trainer.epoch}),
+                  rs.FINAL: json.dumps(rs.numbers(final))})
+    ctx.report(final, files)

@@ -1,0 +1,141 @@
+"""Tune's side of a trial: restore from the checkpoint Tune hands back, run the trial body in a training
+thread that reports ahead of Tune (sweeps.trials.report_ahead), write each report's checkpoint folder at
+once, and turn failures a retry cannot fix into non-retryable ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from gitlib.configs import flatten, to_dict
+from gitlib.device import describe_device, pick_device, set_threads
+from gitlib.errors import UserError
+from sweeps import results as rs
+from sweeps.config import ResourcesConfig, SweepConfig
+from sweeps.trials.report_ahead import Report, ReportAhead
+
+Body = Callable[[SweepConfig, "TrialContext"], None]
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by `debug.fail_at_epoch` to exercise retries and failure handling."""
+
+
+class NonRetryable(RuntimeError):
+    """A failure a retry cannot fix (a diverged loss, bad input); the trial ends as failed with this reason."""
+
+
+def trial_device(resources: ResourcesConfig) -> torch.device:
+    """CUDA when the trial asked for a GPU and has one, else the CPU with one torch thread per granted CPU."""
+    set_threads(resources.cpu)
+    return pick_device("cuda" if resources.gpu > 0 and torch.cuda.is_available() else "cpu")
+
+
+def injected_failure_due(cfg: SweepConfig) -> bool:
+    """Whether `debug.fail_at_epoch` applies to this trial (its `fail_when` condition holds)."""
+    if cfg.debug.fail_at_epoch is None:
+        return False
+    values = flatten(to_dict(cfg))
+    for cond in filter(None, (cfg.debug.fail_when or "").split(",")):  # every 'key=value' must hold
+        key, _, raw = cond.partition("=")
+        if values.get(key.strip()) != yaml.safe_load(raw):
+            return False
+    return True
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    # weights_only: a checkpoint never unpickles code, even from a shared storage path
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+class TrialContext:
+    """A running trial's link to Tune: what it was restored from, and its reports."""
+
+    def __init__(self, ahead: ReportAhead, folder: Path | None) -> None:
+        self._ahead = ahead
+        self.state: dict[str, Any] | None = None  # trainer state to resume from
+        self.meta: dict[str, Any] = {}
+        self.final: dict[str, Any] | None = None  # final metrics of a trial that had already finished
+        if folder is not None:
+            if (folder / rs.FATAL).is_file():
+                raise NonRetryable(json.loads((folder / rs.FATAL).read_text())["reason"])
+            self.state = _load_state(folder / rs.STATE) if (folder / rs.STATE).is_file() else None
+            self.meta = json.loads((folder / rs.META).read_text()) if (folder / rs.META).is_file() else {}
+            self.final = rs.read_final(folder)
+
+    def report(self, metrics: dict[str, Any], files: dict[str, Any] | None = None) -> None:
+        """Queue a report with a checkpoint folder holding `files` (name -> tensor state, bytes or text),
+        written now so later training steps cannot change it."""
+        folder = None
+        if files is not None:
+            if rs.FINAL in files:
+                metrics = {**metrics, rs.FINAL_KEY: 1.0}  # tells the driver there is a final to keep
+            folder = Path(tempfile.mkdtemp(prefix="gitsweep-ckpt-"))
+            for name, obj in files.items():
+                if isinstance(obj, bytes):
+                    (folder / name).write_bytes(obj)
+                elif isinstance(obj, str):
+                    (folder / name).write_text(obj)
+                else:
+                    torch.save(obj, folder / name)
+        self._ahead.submit(Report(metrics, folder))
+
+    def fail(self, reason: str, meta: dict[str, Any]) -> None:
+        """Record a non-retryable failure in a checkpoint, then raise: a Tune retry stops at once."""
+        self.report({"trial/failed": 1.0, **meta}, {rs.FATAL: json.dumps({"reason": reason}),
+                                                    rs.META: json.dumps(meta)})
+        raise NonRetryable(reason)
+
+
+def _tune_report(report: Report) -> None:
+    from ray import tune
+
+    if report.folder is None:
+        tune.report(report.metrics)
+    else:
+        tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(report.folder))
+
+
+def _restored_folder() -> Any:
+    from ray import tune
+
+    return tune.get_checkpoint()
+
+
+def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """Tune's function trainable for a trial body: `(config, base)` -> the trial's resolved config, its
+    restored checkpoint, and a training thread that reports ahead. Bad config or data inside a trial
+    fails it at once, since retrying cannot help."""
+
+    @functools.wraps(body)
+    def run(config: dict[str, Any], base: dict[str, Any]) -> None:
+        ahead = ReportAhead()
+        checkpoint = _restored_folder()
+
+        def train() -> None:
+            try:
+                cfg = rs.trial_config(base, config)
+                if checkpoint is None:
+                    body(cfg, TrialContext(ahead, None))
+                    return
+                with checkpoint.as_directory() as d:
+                    ctx = TrialContext(ahead, Path(d))
+                body(cfg, ctx)
+            except UserError as exc:
+                raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
+
+        ahead.run(train, _tune_report)
+
+    return run
+
+
+def device_note(device: torch.device) -> dict[str, Any]:
+    return {"trial/device": describe_device(device)}
