@@ -65,6 +65,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(key, f"must be one of {', '.join(map(str, args))}; got {value!r}")
         return folded[0]
     if origin in (tuple, list):
+        if isinstance(value, str):  # 'a,b' is the list [a, b]: a searchable (categorical) form of a list
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"expected a list, got {value!r}")
         item_tp = args[0] if args else Any

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--contrast", metavar="KEY=VALUE[,KEY=VALUE]",
                            help="groups A of a paired contrast (default: GIT against its baseline)")
             p.add_argument("--vs", metavar="KEY=VALUE[,KEY=VALUE]", help="groups B of the contrast")
+            p.add_argument("--group-by", metavar="KEY", help="bias correlations within each value of a searched key")
 
     presets = sub.add_parser("presets", help="list the bundled configs")
     presets.set_defaults(module="sweeps.commands.inspect", func="presets")

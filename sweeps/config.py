@@ -22,6 +22,7 @@ import yaml
 from gitlib.configs import flatten, from_dict, join, require, to_dict
 from gitlib.data.spec import DatasetSpec
 from gitlib.errors import ConfigError, DataError
+from gitlib.probes import PROBES
 from gitlib.train.config import ClassifierConfig, GeneratorConfig
 from sweeps import env
 from sweeps.trials import TRIAL_KINDS
@@ -129,6 +130,7 @@ class SweepConfig:
     name: str = "sweep"
     seed: int = 0
     trial: Annotated[str, TRIAL_KINDS] = "classifier"  # what each trial trains
+    probes: tuple[Annotated[str, PROBES], ...] = ("spectral", "critical_band", "corruptions")  # () = off
     storage: str | None = None  # None: GITSWEEP_HOME, else ./gitsweep-runs
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)

@@ -7,6 +7,7 @@ A trial's report to Tune may carry a checkpoint folder holding:
     meta.json             {"epoch": e} or {"iteration": i}
     final.json            final metrics (flat numbers), in the trial's last checkpoint only
     per_class.parquet     per-class table (class, train_count, accuracy, ekld, consistency, probe columns)
+    curves.json           metric series of the final model: name -> {step: value} (the probes' curves)
     ekld_vs_class_size.png
     generator.pt, samples.png   a generator trial's model and sample grid
     fatal.json            a non-retryable failure: a retry fails at once with the same reason
@@ -35,12 +36,13 @@ STATE = "state.pt"
 META = "meta.json"
 FINAL = "final.json"
 PER_CLASS = "per_class.parquet"
+CURVES = "curves.json"
 EKLD_PNG = "ekld_vs_class_size.png"
 GENERATOR_PT = "generator.pt"
 SAMPLES_PNG = "samples.png"
 FATAL = "fatal.json"
 FINAL_KEY = "trial/final"  # set on the result whose checkpoint holds FINAL
-RESULT_FILES = (FINAL, PER_CLASS, EKLD_PNG, SAMPLES_PNG)  # what the driver keeps of a finished trial
+RESULT_FILES = (FINAL, PER_CLASS, CURVES, EKLD_PNG, SAMPLES_PNG)  # what the driver keeps of a finished trial
 GROUP_KEY, REPEAT_KEY = "_group", "_repeat"  # bookkeeping keys in a Tune config: not config keys
 
 
@@ -122,6 +124,13 @@ def read_final(folder: Path) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text())) if path.is_file() else None
 
 
+def read_curves(folder: Path) -> dict[str, dict[int, float]]:
+    path = folder / CURVES
+    if not path.is_file():
+        return {}
+    return {name: {int(k): float(v) for k, v in series.items()} for name, series in json.loads(path.read_text()).items()}
+
+
 def read_per_class(folder: Path) -> pa.Table | None:
     path = folder / PER_CLASS
     if not path.is_file():
@@ -129,3 +138,15 @@ def read_per_class(folder: Path) -> pa.Table | None:
     import pyarrow.parquet as pq
 
     return pq.read_table(path)
+
+
+PER_CLASS_SERIES = {"ekld": "per_class/ekld", "accuracy": "per_class/acc", "consistency": "per_class/consistency"}
+
+
+def per_class_series(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Per-class rows (a per-class table's, or a group's mean table's) as metric series with step =
+    class-size rank (0 = the largest class, ties by class id), so that MLflow's line chart of several
+    runs draws them against class size."""
+    rows = sorted(rows, key=lambda r: (-r["train_count"], r.get("class", r.get("rank", 0))))
+    return {name: {rank: float(r[col]) for rank, r in enumerate(rows)}
+            for col, name in PER_CLASS_SERIES.items() if rows and col in rows[0]}

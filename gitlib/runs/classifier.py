@@ -8,10 +8,11 @@ epoch) ends exactly where an uninterrupted one ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 
@@ -19,6 +20,8 @@ from gitlib.augmenter import Augmenter
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.nuisances import nuisance_for_spec
 from gitlib.metrics.evaluate import final_metrics, validation_metrics
+from gitlib.models.resnet import inference_copy
+from gitlib.probes import run_probes
 from gitlib.train.classifier import ClassifierTrainer
 from gitlib.train.config import ClassifierConfig
 
@@ -28,9 +31,10 @@ EpochHook = Callable[[ClassifierTrainer, dict[str, float]], None]
 @dataclass
 class ClassifierResult:
     history: list[dict[str, float]]  # per-epoch metrics of the epochs run in this call
-    metrics: dict[str, float]  # final metrics: test accuracy groups, eKLD summaries
-    per_class: pa.Table
+    metrics: dict[str, float]  # final metrics: test accuracy groups, eKLD summaries, probe/*
+    per_class: pa.Table  # class, train_count, accuracy, ekld, consistency, and the probes' columns
     trainer: ClassifierTrainer = field(repr=False)
+    curves: dict[str, dict[int, float]] = field(default_factory=dict)  # probe series: name -> {step: value}
 
 
 def ekld_transform(data: BuiltDataset, generator: Augmenter | None) -> Augmenter | None:
@@ -47,11 +51,31 @@ def train_epoch(trainer: ClassifierTrainer, data: BuiltDataset) -> dict[str, flo
     return metrics
 
 
+def probe(trainer: ClassifierTrainer, data: BuiltDataset, names: Sequence[str], seed: int,
+          table: pa.Table) -> tuple[dict[str, float], pa.Table, dict[str, dict[int, float]]]:
+    """Bias probes on the test images (the transformed copies accuracy is measured on): their metrics,
+    the per-class table with the probes' columns added, and their series."""
+    start = time.perf_counter()
+    net = inference_copy(trainer.model).eval()  # folded once for every probe forward
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with trainer.precision.autocast():
+            return net(x).argmax(dim=1)
+
+    res = run_probes(names, predict, data.test_tx, data.test_ty, data.num_classes, data.class_counts, seed,
+                     trainer.device)
+    for name, column in res.per_class.items():
+        table = table.append_column(name, pa.array(np.asarray(column, dtype=np.float64)))
+    return {**res.metrics, "time/probes_s": time.perf_counter() - start}, table, res.curves
+
+
 def run_classifier(cfg: ClassifierConfig, data: BuiltDataset, seed: int, device: torch.device,
                    generator: Augmenter | None = None, state: dict[str, Any] | None = None,
-                   on_epoch: EpochHook | None = None) -> ClassifierResult:
-    """Train to cfg.epochs (from `state` when resuming), then evaluate. `generator` is the shared MUNIT
-    generator: GIT's augmenter, and eKLD's transform on data sets without a known nuisance."""
+                   on_epoch: EpochHook | None = None, probes: Sequence[str] = ()) -> ClassifierResult:
+    """Train to cfg.epochs (from `state` when resuming), then evaluate and run the bias `probes`.
+    `generator` is the shared MUNIT generator: GIT's augmenter, and eKLD's transform on data sets
+    without a known nuisance."""
     trainer = ClassifierTrainer(cfg, data, seed, device, generator)
     if state is not None:
         trainer.load_state_dict(state)
@@ -63,4 +87,8 @@ def run_classifier(cfg: ClassifierConfig, data: BuiltDataset, seed: int, device:
             on_epoch(trainer, metrics)
     final, table = final_metrics(trainer.model, data, ekld_transform(data, generator), cfg.ekld_samples,
                                  cfg.ekld_per_class, trainer.seed, device, trainer.precision)
-    return ClassifierResult(history=history, metrics=final, per_class=table, trainer=trainer)
+    curves: dict[str, dict[int, float]] = {}
+    if probes:
+        found, table, curves = probe(trainer, data, probes, trainer.seed, table)
+        final.update(found)
+    return ClassifierResult(history=history, metrics=final, per_class=table, trainer=trainer, curves=curves)

@@ -90,7 +90,7 @@ def report(args: argparse.Namespace) -> int:
     selectors = (parse_selector(args.contrast, "--contrast"), parse_selector(args.vs, "--vs")) if args.vs else None
     paths = find_sweep(args.sweep, args.storage)
     cfg, _ = load_config(str(paths.config))
-    out = write_report(cfg, paths, trial_records(paths), selectors)
+    out = write_report(cfg, paths, trial_records(paths), selectors, args.group_by)
     print(f"report written to {out}")
     return 0
 

@@ -71,7 +71,7 @@ def classifier(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{m['train/loss']:.3f}", val_bacc=f"{m['val/balanced_acc']:.3f}", lr=f"{m['lr']:.2g}")
 
-        result = run_classifier(c, data, cfg.seed, device, generator, on_epoch=on_epoch)
+        result = run_classifier(c, data, cfg.seed, device, generator, on_epoch=on_epoch, probes=cfg.probes)
     metrics = {**(result.history[-1] if result.history else {}), **result.metrics,
                "time/total_s": time.perf_counter() - start}
     for name, blob in final_files(result, cfg, f"{data.spec.source}/{data.spec.nuisance} augment={c.augment}").items():

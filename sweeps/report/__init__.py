@@ -4,7 +4,9 @@
 - trials.csv / .parquet, summary.json, response_surface.png, ekld_vs_class_size.png (sweeps.report.trials);
 - groups.csv / .parquet: one row per group, mean and 95% CI of every metric (sweeps.report.groups);
 - contrast.csv, contrast_per_class.csv and contrast_<a>_vs_<b>.png: paired contrasts, `--contrast A --vs B`
-  or by default GIT against its baseline at every other setting.
+  or by default GIT against its baseline at every other setting;
+- bias_correlations.csv / .png, bias_matrix.png, bias_head_vs_tail.png: bias probes against
+  generalization across the sweep's models (sweeps.report.biases), `--group-by KEY` within each value.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sweeps import results as rs
 from sweeps.config import SweepConfig
 from sweeps.paths import SweepPaths, load_meta
 from sweeps.report import groups as gr
+from sweeps.report.biases import write_bias_report
 from sweeps.report.trials import print_summary, trial_summary, trial_table
 
 
@@ -42,12 +45,15 @@ def contrasts(cfg: SweepConfig, groups: list[gr.Group], results: Path, out: Path
 
 
 def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord],
-                 selectors: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Path:
+                 selectors: tuple[dict[str, Any], dict[str, Any]] | None = None, group_by: str | None = None) -> Path:
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
-    summary = trial_summary(cfg, trial_table(cfg, records), paths.results, out)
+    trials = trial_table(cfg, records)
+    summary = trial_summary(cfg, trials, paths.results, out)
     groups = gr.collect_groups(cfg, records, paths.results)
     table = gr.group_table(cfg, groups)
+    models = table if cfg.search.repeats > 1 else trials[trials["state"] == "TERMINATED"]
+    summary["biases"] = write_bias_report(models.reset_index(drop=True), out, group_by)
     table.to_csv(out / "groups.csv", index=False)
     table.to_parquet(out / "groups.parquet", index=False)
     rows = contrasts(cfg, groups, paths.results, out, selectors)
@@ -62,6 +68,10 @@ def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
     if len(rows):
         print("contrast (A - B, paired by repeat):")
         print(gr.format_contrast(rows))
+    biases = summary["biases"]
+    print(f"bias probes vs generalization over {biases['models']} models: " + (biases.get("note") or (
+        "significant (p < 0.05): " + "; ".join(biases["significant"]) if biases["significant"] else
+        "no probe correlates significantly (p < 0.05) with any generalization metric")))
     return out
 
 

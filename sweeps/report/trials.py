@@ -27,7 +27,7 @@ def trial_table(cfg: SweepConfig, records: list[rs.TrialRecord]) -> pd.DataFrame
         row["classifier.augment"] = rs.trial_config(base, t.config).classifier.effective_augment
         row["epochs_run"] = t.last.get("epoch")
         row.update({k: v for k, v in t.last.items()
-                    if k.split("/")[0] in ("test", "ekld", "val", "consistency", "preservation", "diversity")})
+                    if k.split("/")[0] in ("test", "ekld", "val", "consistency", "preservation", "diversity", "probe")})
         row["error"] = t.error if t.status == "ERROR" else ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -165,6 +165,16 @@ def log_metrics(c: MlflowClient, run_id: str, values: Mapping[str, Any], step: i
     log_points(c, run_id, metric_points(values, step))
 
 
+def log_series(c: MlflowClient, run_id: str, series: Mapping[str, Mapping[int, float]]) -> None:
+    """Metric series: name -> {step: value}, one point per step."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [Metric(name, v if math.isfinite(v) else float("nan"), now, int(step))
+              for name, values in series.items() for step, v in sorted(values.items())]
+    log_points(c, run_id, points)
+
+
 def log_per_class(c: MlflowClient, run_id: str, table: pa.Table, png: Path | None = None) -> None:
     """per_class.parquet, the same table as an MLflow table (per_class.json) and the eKLD figure."""
     import pyarrow.parquet as pq

@@ -171,6 +171,8 @@ class SweepTracker:
             mr.log_metrics(self.client, run_id, metrics, step=int(n))
             if table is not None:
                 mr.log_group_table(self.client, run_id, table, png)
+        if done and run.info.status == "RUNNING" and table is not None:  # the final means, one point a class
+            mr.log_series(self.client, run_id, rs.per_class_series(table.to_dict("records")))
         if done and run.info.status == "RUNNING":
             if table is not None:
                 self.client.log_table(run_id, data=table, artifact_file="per_class.json")  # appends: log once
@@ -206,10 +208,12 @@ class SweepTracker:
         # Normally the last result already carried these; log only what a killed driver missed.
         missing = {k: v for k, v in final.items() if "/" in k and k not in run.data.metrics}
         mr.log_metrics(self.client, run_id, missing, step=step)
+        mr.log_series(self.client, run_id, rs.read_curves(folder))
         table = rs.read_per_class(folder)
         if table is not None:
             png = folder / rs.EKLD_PNG
             mr.log_per_class(self.client, run_id, table, png if png.is_file() else None)
+            mr.log_series(self.client, run_id, rs.per_class_series(table.to_pylist()))
         if (folder / rs.SAMPLES_PNG).is_file():
             self.client.log_artifact(run_id, str(folder / rs.SAMPLES_PNG))
         self.client.set_tag(run_id, mr.FINAL_TAG, "true")

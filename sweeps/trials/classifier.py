@@ -55,7 +55,8 @@ def final_files(result: ClassifierResult, cfg: SweepConfig, title: str) -> dict[
         pq.write_table(result.per_class, tmp / rs.PER_CLASS)
         ekld_vs_class_size(result.per_class, tmp / rs.EKLD_PNG, spearman=result.metrics.get("ekld/size_spearman"),
                            title=title)
-        return {rs.PER_CLASS: (tmp / rs.PER_CLASS).read_bytes(), rs.EKLD_PNG: (tmp / rs.EKLD_PNG).read_bytes()}
+        return {rs.PER_CLASS: (tmp / rs.PER_CLASS).read_bytes(), rs.EKLD_PNG: (tmp / rs.EKLD_PNG).read_bytes(),
+                rs.CURVES: json.dumps(result.curves)}
 
 
 def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
@@ -87,7 +88,7 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
             raise InjectedFailure(f"injected failure after epoch {trainer.epoch} (debug.fail_at_epoch)")
 
     try:
-        result = run_classifier(cfg.classifier, data, cfg.seed, device, generator, ctx.state, on_epoch)
+        result = run_classifier(cfg.classifier, data, cfg.seed, device, generator, ctx.state, on_epoch, cfg.probes)
     except TrainingDiverged as exc:
         ctx.fail(f"TrainingDiverged: {exc}", {"epoch": float(done["epoch"])})
         return
