@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 
 from gitlib.augmenter import Augmenter
 
+EKLD_RANGE = (1e-4, 3.0)  # eKLD of a trained classifier lies in here; values outside are drawn at the edge
+
 
 def ekld_vs_class_size(per_class: pa.Table, path: str | Path, spearman: float | None = None,
                        title: str = "") -> Path:
@@ -28,15 +30,19 @@ def ekld_vs_class_size(per_class: pa.Table, path: str | Path, spearman: float | 
     fig = Figure(figsize=(5.5, 4.0), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
     ok = np.isfinite(ekld) & (counts > 0)
-    ax.scatter(counts[ok], ekld[ok], s=22, color="tab:blue")
-    for c, n, e in zip(classes, counts, ekld, strict=True):
+    shown = np.clip(ekld, EKLD_RANGE[0], EKLD_RANGE[1])  # a fixed log axis: figures of any two runs compare
+    ax.scatter(counts[ok], shown[ok], s=22, color="tab:blue")
+    for c, n, e, y in zip(classes, counts, ekld, shown, strict=True):
         if math.isfinite(e) and n > 0:
-            ax.annotate(str(c), (n, e), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.annotate(str(c), (n, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(*EKLD_RANGE)
     ax.set_xlabel("training images in class")
-    ax.set_ylabel("eKLD")
+    ax.set_ylabel("eKLD (log scale)")
     rho = "n/a" if spearman is None or not math.isfinite(spearman) else f"{spearman:.2f}"
-    ax.set_title(f"{title + ': ' if title else ''}eKLD vs class size (Spearman {rho})", fontsize=9)
+    ax.set_title(f"{title}\neKLD vs class size (Spearman {rho})" if title else f"eKLD vs class size (Spearman {rho})",
+                 fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -65,6 +71,22 @@ def ekld_bands(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     ax.grid(True, which="both", alpha=0.3)
     if curves:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def sharing_pattern_figure(pattern: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """A learned sharing pattern (a 2-D array, e.g. an MSR layer's U arranged so that a convolution's
+    banded structure would show) as an image with a symmetric colour scale."""
+    fig = Figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    limit = float(np.nanmax(np.abs(pattern))) if np.isfinite(pattern).any() else 1.0
+    image = ax.imshow(pattern, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite)")
     run.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    run.add_argument("--verbose", action="store_true", help="one line per trial result (every epoch)")
     run.set_defaults(module="sweeps.commands.sweep", func="run")
 
     resume = sub.add_parser("resume", help="resume an interrupted sweep")
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--restart-errored", action="store_true", help="also rerun errored trials")
     resume.add_argument("--address", help="Ray cluster address")
     resume.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    resume.add_argument("--verbose", action="store_true", help="one line per trial result (every epoch)")
     resume.set_defaults(module="sweeps.commands.sweep", func="resume")
 
     for name, text in (("status", "trials and groups: state, config, key metrics"),

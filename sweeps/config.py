@@ -22,6 +22,7 @@ import yaml
 from gitlib.configs import flatten, from_dict, join, require, to_dict
 from gitlib.data.spec import DatasetSpec
 from gitlib.errors import ConfigError, DataError
+from gitlib.msr.config import MsrConfig
 from gitlib.probes import PROBES
 from gitlib.train.config import ClassifierConfig, GeneratorConfig
 from sweeps import env
@@ -135,6 +136,7 @@ class SweepConfig:
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    msr: MsrConfig = field(default_factory=MsrConfig)  # with trial: msr
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -152,6 +154,9 @@ class SweepConfig:
             "has no effect while dataset.zipf_alpha is set (set zipf_alpha: null to search the ratio)",
         )
         for key, spec in params.items():
+            # Tune reserves resources.* once for all trials: a sampled value would not change what a trial gets
+            require(not key.startswith("resources."), f"search.space.{key}",
+                    "resources are reserved once for all trials, not per trial: set resources.*, don't search it")
             require(key in known, f"search.space.{key}", "not a config key that can be searched")
             values = spec.choices or (spec.low, spec.high)
             for v in values:  # every value the search can propose must itself be valid

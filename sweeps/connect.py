@@ -1,14 +1,26 @@
 """Ray for a sweep: connect to a cluster by address, or start a quiet local one tuned for short trials.
 
+A cluster address is checked before Ray connects, token authentication is turned on when a token is there,
+and a connection that cannot work ends in seconds as one line (ConnectError), before anything is written.
 Settings handed to Ray and Tune through their own environment variables are written here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import logging.handlers
 import os
+import re
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from gitlib.errors import ConfigError
+from gitlib.errors import ConfigError, UserError
 from sweeps import env
 from sweeps.config import SweepConfig
 
@@ -27,18 +39,56 @@ WORKER_PRELOAD = ("torch", "torch._dynamo", "ray.tune", "pyarrow.parquet", "swee
 IDLE_WORKER_KEEP_MS = 60_000
 
 
-def quiet_logs() -> None:
-    """Progress comes from the sweep's callback; silence the libraries' chatter."""
+CHATTY = ("ray", "mlflow", "alembic", "optuna", "filelock", "urllib3")  # libraries' loggers
+
+
+def quiet_logs() -> logging.handlers.MemoryHandler:
+    """Progress is the sweep's own display: the libraries' log records (Ray's start-up and token notes,
+    MLflow's table creation, ...) go to a buffer instead of the terminal, and from there into the sweep's
+    log file once the sweep has a folder (`log_to`). Returns the buffer."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    for name in ("mlflow", "optuna", "alembic", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # no stderr handler of MLflow's own
+    buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+    buffer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _attach(buffer)
     try:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.disable_default_handler()  # optuna's own stderr handler; its records reach the buffer
     except ImportError:
         pass
+    return buffer
+
+
+def _attach(buffer: logging.Handler) -> None:
+    for name in CHATTY:
+        logger = logging.getLogger(name)
+        logger.handlers = [buffer]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def captured(buffer: logging.handlers.MemoryHandler) -> Iterator[None]:
+    """Around ray.init: Ray re-configures its loggers while it starts (dropping our handler, so its start-up
+    notes would fall through to stderr); what it writes then goes to the buffer, and the handler goes back."""
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(text):
+            yield
+    finally:
+        _attach(buffer)
+        if text.getvalue().strip():
+            logging.getLogger("ray").info(text.getvalue().strip())
+
+
+def log_to(buffer: logging.handlers.MemoryHandler, path: Path) -> None:
+    """From now on the libraries' records go to `path` (the sweep's sweep.log), the buffered ones first."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(buffer.formatter)
+    buffer.setTarget(handler)
+    buffer.flush()
 
 
 def tune_settings() -> None:
@@ -58,11 +108,11 @@ def connect_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet_logs()
     addr = address or env.ray_address()
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    # Ray's records reach the "ray" logger, whose handler quiet_logs set: nothing on the terminal.
+    quiet = dict(logging_level=logging.INFO, log_to_driver=False, configure_logging=False)
     if addr:
-        ray.init(address=addr, **quiet)  # type: ignore[arg-type]
+        _connect_cluster(addr, quiet)
     else:
         # Ray runs workers at nice 15 by default; on a shared workstation the trials (the actual work)
         # would then lose the CPU to everything else. A cluster keeps its own setting.
@@ -73,6 +123,219 @@ def connect_ray(address: str | None) -> bool:
                  num_cpus=env.local_num_cpus(), _system_config=system, **quiet)  # type: ignore[arg-type]
         _trials_on_prestarted_workers()
     return True
+
+
+# ---- a cluster by address ------------------------------------------------------------------------
+
+GCS_DEFAULT_PORT = 6379  # `ray start --head` without --port
+PROBE_TIMEOUT_S = 5.0  # a TCP connect to the GCS port: refused at once, else a host or firewall that drops it
+GCS_ANSWER_TIMEOUT_S = 3.0  # a live GCS answers the HTTP/2 preface within milliseconds
+# Ray's driver tries the GCS this many times, ~1 s apart, before ray.init fails (default 20, each of which
+# can take 35 s when the far end is not a GCS). The probe has then shown a gRPC server on the port, so a
+# refused token, a non-GCS gRPC port or a head still starting fail or connect within seconds.
+GCS_CONNECT_ATTEMPTS = "5"
+# HTTP/2 client preface and an empty SETTINGS frame. A gRPC server such as the GCS answers with a SETTINGS
+# frame at once; a web server (the dashboard's port, MLflow) or a silent process does not, and Ray's own
+# client would retry it for minutes.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+H2_SETTINGS = 4
+TOKEN_FIX = ("give this machine the head's token (`ray get-auth-token` on the head prints it) as "
+             "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+AUTH_MARKS = ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "no authentication token")
+RAY_LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*[\w.]+:\d+:\s*")  # "[time W pid tid] file.cc:210: "
+
+
+class ConnectError(UserError):
+    """The Ray cluster at an address cannot be reached or turns this driver away: one line naming the
+    address and the fix (exit 2), raised before anything of the sweep is written."""
+
+    def __init__(self, address: str, reason: str, fix: str) -> None:
+        self.address, self.reason, self.fix = address, reason, fix
+        super().__init__(f"cannot connect to Ray at {address}: {reason}; {fix}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # picklable, as gitlib's errors are
+        return (type(self), (self.address, self.reason, self.fix))
+
+
+def _connect_cluster(addr: str, quiet: dict[str, Any]) -> None:
+    """ray.init on an existing cluster, failing in seconds with a ConnectError instead of Ray's retries
+    (minutes) and tracebacks."""
+    import ray
+
+    host_port = _host_port(addr)
+    if host_port is not None:
+        _check_gcs(addr, *host_port)
+    source = _token_auth(addr)
+    failure: Exception | None = None
+    with _fd_stderr() as ray_lines, _env_default("RAY_gcs_server_port_wait_time_s", GCS_CONNECT_ATTEMPTS):
+        try:
+            ray.init(address=addr, **quiet)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, AuthenticationError, ValueError
+            failure = exc
+    if failure is not None:
+        port = host_port[1] if host_port else GCS_DEFAULT_PORT
+        raise _diagnose(addr, port, failure, ray_lines, source) from None
+    for line in ray_lines:
+        logging.getLogger("ray").info(line)
+
+
+def _host_port(addr: str) -> tuple[str, int] | None:
+    """HOST and PORT of a GCS address; None for the forms Ray resolves itself ("auto", "ray://...")."""
+    if addr in ("auto", "local") or "://" in addr:
+        return None
+    host, sep, port = addr.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConnectError(addr, "not HOST:PORT", f"pass the head's GCS address, e.g. 10.0.0.5:{GCS_DEFAULT_PORT}")
+    return host, int(port)
+
+
+def _check_gcs(addr: str, host: str, port: int) -> None:
+    """Something that speaks gRPC listens at HOST:PORT, within seconds, or a ConnectError that says what."""
+    start = f"start the head with `ray start --head --port={port}`, or check the address"
+    try:
+        sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S)
+    except socket.gaierror:
+        raise ConnectError(addr, f"unknown host {host}", "check the address") from None
+    except ConnectionRefusedError:
+        raise ConnectError(addr, "nothing listens there (connection refused)", start) from None
+    except TimeoutError:
+        raise ConnectError(addr, f"no answer within {PROBE_TIMEOUT_S:g} s (host down, or a firewall drops the "
+                                 "port)", start) from None
+    except OSError as exc:
+        raise ConnectError(addr, f"cannot reach it ({exc.strerror or exc})", start) from None
+    with sock:
+        if env.ray_use_tls():
+            return  # the GCS then expects a TLS handshake first; Ray's own client makes it
+        try:
+            sock.settimeout(GCS_ANSWER_TIMEOUT_S)
+            sock.sendall(H2_PREFACE)
+            head = sock.recv(9)
+        except OSError:
+            head = b""
+    if len(head) < 4 or head[3] != H2_SETTINGS:
+        raise ConnectError(addr, "something listens there, but it does not answer like Ray's GCS",
+                           f"pass the port `ray start --head --port` was given ({GCS_DEFAULT_PORT} by default; "
+                           "8265 is the dashboard's)")
+
+
+def _token_auth(addr: str) -> str | None:
+    """Ray turns token authentication on for an explicit address only if RAY_AUTH_MODE=token, although
+    `ray start --head` turns it on by itself whenever a token is there. Do the same here: with the mode
+    unset and a token available, token mode. Returns where the token comes from (None: none sent)."""
+    mode = env.ray_auth_mode()
+    if mode not in (None, "token"):
+        return None  # the user's explicit choice
+    source = _token_source(addr)
+    if mode is None and source is not None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        _refresh_ray_config()
+    return source
+
+
+def _token_source(addr: str) -> str | None:
+    """Where Ray reads the token, in Ray's order; None if nowhere. Like Ray, a RAY_AUTH_TOKEN_PATH that
+    names no token is an error, not a reason to try ~/.ray/auth_token."""
+    if env.ray_auth_token_given():
+        return "RAY_AUTH_TOKEN"
+    path = env.ray_auth_token_path()
+    if path:
+        if not _has_token(Path(path)):
+            raise ConnectError(addr, f"RAY_AUTH_TOKEN_PATH names {path}, which is missing, unreadable or empty",
+                               "point it at a copy of the head's token file, or set RAY_AUTH_TOKEN")
+        return f"RAY_AUTH_TOKEN_PATH ({path})"
+    default = env.ray_default_token_file()
+    return str(default) if _has_token(default) else None
+
+
+def _has_token(path: Path) -> bool:
+    try:
+        return bool(path.read_text().strip())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _refresh_ray_config() -> None:
+    """Ray reads its RAY_* settings into a config cached when ray is imported; re-read it so this driver
+    sees the token mode, as Ray itself does when it turns token auth on (Ray 2.60 internals: if they move,
+    a token cluster refuses the driver and the error says so)."""
+    try:
+        from ray import _raylet
+    except ImportError:
+        return
+    config = getattr(_raylet, "Config", None)
+    if config is not None:
+        config.initialize("")
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """`name`=`value` while connecting, unless the user set it."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _fd_stderr() -> Iterator[list[str]]:
+    """Ray's C++ core writes its connection retries straight to file descriptor 2, past Python's sys.stderr.
+    Collected while connecting: they explain a failure, and after a success they go to the log."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon): nothing to collect
+        yield lines
+        return
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                tmp.seek(0)
+                text = tmp.read().decode(errors="replace")
+                lines.extend(RAY_LOG_PREFIX.sub("", line).strip() for line in text.splitlines() if line.strip())
+    finally:
+        os.close(saved)
+
+
+def _diagnose(addr: str, port: int, exc: Exception, ray_lines: list[str], source: str | None) -> ConnectError:
+    """The one-line reason and fix for a failed ray.init, from Ray's exception chain and its C++ log."""
+    chain: list[str] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(f"{type(cur).__name__}: {cur}")
+        cur = cur.__cause__ or cur.__context__
+    text = "\n".join([*chain, *ray_lines])
+    if any(mark in text for mark in AUTH_MARKS):
+        return _auth_error(addr, source)
+    versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", text)
+    if "Version mismatch" in text and len(versions) >= 2:
+        (ray_there, py_there), (ray_here, py_here) = versions[:2]
+        return ConnectError(addr, f"the cluster runs Ray {ray_there} on Python {py_there}, this machine Ray "
+                                  f"{ray_here} on Python {py_here}", "run gitsweep with the cluster's versions")
+    last = (ray_lines[-1] if ray_lines else chain[0].splitlines()[0])[:200]
+    return ConnectError(addr, f"Ray could not connect ({last})",
+                        f"check that the head runs (`ray start --head --port={port}`) and that this is its address")
+
+
+def _auth_error(addr: str, source: str | None) -> ConnectError:
+    mode = env.ray_auth_mode()
+    if mode not in (None, "token"):
+        return ConnectError(addr, f"the cluster requires token authentication, but RAY_AUTH_MODE={mode}",
+                            f"unset RAY_AUTH_MODE and {TOKEN_FIX}")
+    if source is None:
+        return ConnectError(addr, "the cluster requires a token and none was found (RAY_AUTH_TOKEN, "
+                                  "RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)", TOKEN_FIX)
+    return ConnectError(addr, f"the cluster refused the token from {source}", TOKEN_FIX)
 
 
 def _trials_on_prestarted_workers() -> None:

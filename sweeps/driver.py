@@ -90,13 +90,20 @@ def _write_sweep(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> None:
     paths.meta.write_text(json.dumps(meta, indent=1))
 
 
-def _callback(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> Any:
+def _callback(cfg: SweepConfig, paths: SweepPaths, tracker: Any, verbose: bool) -> Any:
+    from sweeps.search import configurations
     from sweeps.tracking.callback import SweepCallback, TrialIndex
+    from sweeps.tracking.progress import Progress
 
-    return SweepCallback(cfg, TrialIndex(paths), tracker)
+    index = TrialIndex(paths)
+    progress = Progress(configurations(cfg) * cfg.search.repeats, list(zip(cfg.search.metric, cfg.search.mode,
+                        strict=True)), cfg.search.repeats, verbose)
+    progress.done.update({r.trial_id: r.last for r in index.records.values() if r.status == "TERMINATED"})
+    progress.failed.update(r.trial_id for r in index.records.values() if r.status == "ERROR")
+    return SweepCallback(cfg, index, tracker, progress)
 
 
-def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = True) -> int:
+def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = True, verbose: bool = False) -> int:
     """A new sweep: check resources, save the config, open MLflow, fit. An existing sweep of the same
     name is refused when the name was given with --name, else the new one gets the next free name."""
     from ray import tune
@@ -111,16 +118,22 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
         print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
         cfg = replace(cfg, name=name)
         paths = sweep_paths(cfg)
-    started = connect.connect_ray(address)
+    chatter = connect.quiet_logs()
+    with connect.captured(chatter):
+        started = connect.connect_ray(address)
     try:
         connect.check_resources(cfg)
+        _stop_list(cfg)
         tracker = _tracker(cfg, None)
         _write_sweep(cfg, paths, tracker)
+        connect.log_to(chatter, paths.log)
         connect.tune_settings()
         tuner = tune.Tuner(trainable_for(cfg), tune_config=search.tune_config(cfg, paths.root),
-                           run_config=_run_config(cfg, paths, _callback(cfg, paths, tracker)))
-        print(f"sweep {cfg.name}: {cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time, "
-              f"searching {', '.join(cfg.search.space)}; results in {paths.remote or paths.root}", flush=True)
+                           run_config=_run_config(cfg, paths, _callback(cfg, paths, tracker, verbose)))
+        groups = f" x {cfg.search.repeats} repeats" if cfg.search.repeats > 1 else ""
+        print(f"sweep {cfg.name}: {search.configurations(cfg)} configurations{groups}, {cfg.search.max_concurrent} "
+              f"trials at a time, searching {', '.join(cfg.search.space) or 'nothing'}; results in "
+              f"{paths.remote or paths.root}", flush=True)
         tuner.fit()
         return finish(cfg, paths, tracker)
     finally:
@@ -129,7 +142,7 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
 
 
 def resume(name_or_path: str, storage: str | None = None, restart_errored: bool = False,
-           address: str | None = None) -> int:
+           address: str | None = None, verbose: bool = False) -> int:
     """Tuner.restore on the saved experiment; the same parent run and trial runs continue."""
     from ray import tune
 
@@ -138,20 +151,46 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     meta = load_meta(paths)
     if not tune.Tuner.can_restore(paths.tune_target):
         raise DataError(paths.tune_target, "no restorable Tune experiment here (did the sweep start?)")
-    started = connect.connect_ray(address)
+    chatter = connect.quiet_logs()
+    with connect.captured(chatter):
+        started = connect.connect_ray(address)
+    connect.log_to(chatter, paths.log)  # after connecting: a failed connection writes nothing
     try:
         connect.check_resources(cfg)
+        _stop_list(cfg)
         tracker = _tracker(cfg, meta["parent_run_id"])
         tracker.open_parent(paths.config.read_text())
         connect.tune_settings()
         tuner = tune.Tuner.restore(paths.tune_target, trainable_for(cfg), resume_unfinished=True,
                                    resume_errored=False, restart_errored=restart_errored)
+        _fresh_callback(tuner, _callback(cfg, paths, tracker, verbose))
         print(f"resuming sweep {cfg.name} from {paths.tune_target}", flush=True)
         tuner.fit()
         return finish(cfg, paths, tracker)
     finally:
         if started:
             connect.shutdown()
+
+
+def _stop_list(cfg: SweepConfig) -> None:
+    """The actor through which trials learn they should stop early, made (and owned) by the driver."""
+    from sweeps.trials import stops
+
+    if stops.stoppable(cfg):
+        stops.stop_list(cfg.name)
+
+
+def _fresh_callback(tuner: Any, callback: Any) -> None:
+    """A restored Tuner brings back the callback pickled when the sweep started (its trial index and
+    progress display as they were then): put this session's in its place. Ray 2.60 keeps the run config
+    on the local tuner; should that move, the restored callback still works (it re-reads the index)."""
+    from sweeps.tracking.callback import SweepCallback
+
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+    callbacks = getattr(run_config, "callbacks", None) or []
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, SweepCallback):
+            callbacks[i] = callback
 
 
 def tune_trials(paths: SweepPaths) -> list[Any]:
@@ -180,6 +219,7 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
             sync_group(cfg, index, tracker, next(r.config for r in records if r.group_id == gid))
     errored = tracker.reconcile(records, paths.results)
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
+    tracker.log_summary(sweep_summary(cfg, records))
     tracker.close_parent(errored + len(unfinished))
     prune_checkpoints(paths.tune_target)
     print_summary(cfg, records, tracker)
@@ -220,13 +260,34 @@ def prune_checkpoints(tune_target: str) -> int:
     return removed
 
 
+def sweep_summary(cfg: SweepConfig, records: list[rs.TrialRecord]) -> dict[str, float]:
+    """The parent run's metrics: trials finished / failed / stopped early, and each objective's best value
+    over the finished trials (over the group means when configurations run as groups)."""
+    done = [r for r in records if r.status == "TERMINATED"]
+    out = {"sweep/trials_finished": float(len(done)),
+           "sweep/trials_failed": float(sum(r.status == "ERROR" for r in records)),
+           "sweep/trials_stopped_early": float(sum(r.stopped_early for r in records))}
+    values: list[dict[str, float]] = [r.last for r in done]
+    if cfg.search.repeats > 1:
+        from sweeps.group_stats import summarize
+
+        by_group: dict[str, list[rs.TrialRecord]] = {}
+        for r in done:
+            by_group.setdefault(r.group_id, []).append(r)
+        values = [{m: summarize(x.last.get(m, float("nan")) for x in g).mean for m in cfg.search.metric}
+                  for g in by_group.values()]
+    for metric, mode in zip(cfg.search.metric, cfg.search.mode, strict=True):
+        found = [v[metric] for v in values if metric in v and v[metric] == v[metric]]
+        if found:
+            out[f"best/{metric}"] = max(found) if mode == "max" else min(found)
+    return out
+
+
 def best_record(cfg: SweepConfig, records: list[rs.TrialRecord]) -> rs.TrialRecord | None:
-    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
-    done = [r for r in records if r.last.get(metric) == r.last.get(metric) and metric in r.last]  # not NaN
-    if not done:
-        return None
-    pick = max if mode == "max" else min
-    return pick(done, key=lambda r: r.last[metric])
+    """The best trial by the sweep's objectives in order (rs.best_rule)."""
+    done = [r for r in records if r.status == "TERMINATED"]
+    i = rs.best_of([r.last for r in done], list(zip(cfg.search.metric, cfg.search.mode, strict=True)))
+    return None if i is None else done[i]
 
 
 def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any) -> None:
@@ -238,7 +299,8 @@ def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any)
         values = rs.sampled_values(best.config)
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         metrics = ", ".join(f"{m} {r[m]:.4f}" for m in cfg.search.metric if m in r)
-        print(f"best trial {best.trial_id}: {metrics} ({params})")
+        rule = rs.best_rule(list(zip(cfg.search.metric, cfg.search.mode, strict=True)))
+        print(f"best trial {best.trial_id} ({rule}): {metrics} ({params})")
         if "ekld/head" in r:
             print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
                   f"(Spearman with class size {r.get('ekld/size_spearman', float('nan')):.2f})")
@@ -252,7 +314,8 @@ def print_groups(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
 
     groups = gr.collect_groups(cfg, records, paths.results)
     print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
-    print(gr.format_groups(gr.group_table(cfg, groups)))
+    metrics = list(dict.fromkeys([*cfg.search.metric, *gr.HEADLINE]))
+    print(gr.format_groups(gr.group_table(cfg, groups), metrics))
     rows = gr.contrast_rows(gr.default_pairs(groups), list(cfg.search.space))
     if len(rows):
         print("GIT - baseline, paired by repeat:")

@@ -10,6 +10,7 @@ A trial's report to Tune may carry a checkpoint folder holding:
     curves.json           metric series of the final model: name -> {step: value} (the probes' curves)
     ekld_vs_class_size.png
     generator.pt, samples.png   a generator trial's model and sample grid
+    sharing_pattern.png   an MSR trial's learned sharing pattern
     fatal.json            a non-retryable failure: a retry fails at once with the same reason
 
 The result that carries the final checkpoint also carries `trial/final = 1`. The driver copies a finished
@@ -40,9 +41,10 @@ CURVES = "curves.json"
 EKLD_PNG = "ekld_vs_class_size.png"
 GENERATOR_PT = "generator.pt"
 SAMPLES_PNG = "samples.png"
+SHARING_PNG = "sharing_pattern.png"
 FATAL = "fatal.json"
 FINAL_KEY = "trial/final"  # set on the result whose checkpoint holds FINAL
-RESULT_FILES = (FINAL, PER_CLASS, CURVES, EKLD_PNG, SAMPLES_PNG)  # what the driver keeps of a finished trial
+RESULT_FILES = (FINAL, PER_CLASS, CURVES, EKLD_PNG, SAMPLES_PNG, SHARING_PNG)  # what the driver keeps of a finished trial
 GROUP_KEY, REPEAT_KEY = "_group", "_repeat"  # bookkeeping keys in a Tune config: not config keys
 
 
@@ -140,6 +142,16 @@ def read_per_class(folder: Path) -> pa.Table | None:
     return pq.read_table(path)
 
 
+# reported every epoch / checkpoint interval / evaluation (MSR: the meta-test error as it develops)
+SERIES_PREFIXES = ("train/", "val/", "loss/", "trial/", "meta_train/", "meta_test/")
+SERIES_KEYS = ("lr", "epoch", "iteration", "step", "time/train_s", "time/epoch_s")
+
+
+def is_series(key: str) -> bool:
+    """Whether a result key is a per-epoch (or per-chunk) series; the rest describe the final model."""
+    return key.startswith(SERIES_PREFIXES) or key in SERIES_KEYS
+
+
 PER_CLASS_SERIES = {"ekld": "per_class/ekld", "accuracy": "per_class/acc", "consistency": "per_class/consistency"}
 
 
@@ -150,3 +162,34 @@ def per_class_series(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
     rows = sorted(rows, key=lambda r: (-r["train_count"], r.get("class", r.get("rank", 0))))
     return {name: {rank: float(r[col]) for rank, r in enumerate(rows)}
             for col, name in PER_CLASS_SERIES.items() if rows and col in rows[0]}
+
+
+def _sort_key(values: dict[str, float], objectives: list[tuple[str, str]]) -> tuple[float, ...]:
+    """Lexicographic, better first: NaN or missing after every number."""
+    key = []
+    for metric, mode in objectives:
+        v = values.get(metric, float("nan"))
+        key.append(float("inf") if v != v else (-v if mode == "max" else v))
+    return tuple(key)
+
+
+def best_of(rows: list[dict[str, float]], objectives: list[tuple[str, str]]) -> int | None:
+    """Index of the best row: by the first objective, ties broken by the next ones (best_rule says so)."""
+    scored = [i for i, r in enumerate(rows) if r.get(objectives[0][0], float("nan")) == r.get(objectives[0][0])]
+    return min(scored, key=lambda i: _sort_key(rows[i], objectives)) if scored else None
+
+
+def best_rule(objectives: list[tuple[str, str]]) -> str:
+    first = f"{'highest' if objectives[0][1] == 'max' else 'lowest'} {objectives[0][0]}"
+    ties = [f"{'highest' if m == 'max' else 'lowest'} {k}" for k, m in objectives[1:]]
+    return first + (f", ties broken by {', then '.join(ties)}" if ties else "")
+
+
+def pareto_front(rows: list[dict[str, float]], objectives: list[tuple[str, str]]) -> list[int]:
+    """Indices of the rows no other row dominates (at least as good on every objective, better on one)."""
+    def vec(r: dict[str, float]) -> list[float]:
+        return [(-1 if m == "max" else 1) * r.get(k, float("nan")) for k, m in objectives]  # lower is better
+
+    points = [(i, vec(r)) for i, r in enumerate(rows) if all(v == v for v in vec(r))]
+    return [i for i, a in points if not any(all(y <= x for x, y in zip(a, b, strict=True)) and b != a
+                                            for _, b in points)]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from gitlib.errors import ConfigError
@@ -79,6 +81,11 @@ def grid_size(cfg: SweepConfig) -> int | None:
     return math.prod(len(grid_values(k, p)) for k, p in cfg.search.params().items())
 
 
+def configurations(cfg: SweepConfig) -> int:
+    """Configurations the search proposes: num_samples, at most the grid's size with the grid sampler."""
+    return min(cfg.search.num_samples, grid_size(cfg) or cfg.search.num_samples)
+
+
 def check(cfg: SweepConfig) -> None:
     """Raise ConfigError for a search setup that cannot run, before anything starts."""
     distributions(cfg)
@@ -117,16 +124,26 @@ class GroupSearch(Searcher):
         self.space, self.points = distributions(cfg), [dict(p) for p in s.points_to_evaluate]
         self.repeats, self.stat = s.repeats, s.group_stat
         self.repeat_key, self.base = s.repeat_over, repeat_base(cfg)
-        self.configs = min(s.num_samples, grid_size(cfg) or s.num_samples)
+        self.configs = configurations(cfg)
         self.storage, self.study_name, self.sampler = storage, study_name, sampler(cfg)
         self.groups: dict[str, Group] = {}
         self.trial_group: dict[str, tuple[str, int]] = {}
         self.queue: list[tuple[str, int]] = []  # repeats not handed to Tune yet
         self.adopt: list[int] = []  # Optuna trials asked before a crash that no group holds
+        self.budget_s = s.time_budget_s
         self._study: Any = None
+        self._deadline: float | None = None  # this session's: the budget counts from when it starts
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None}  # a database connection does not pickle
+        return {**self.__dict__, "_study": None, "_deadline": None}  # a database connection does not pickle
+
+    def out_of_time(self) -> bool:
+        """Past `search.time_budget_s` of this session: no new trials (the running ones are asked to stop)."""
+        if self.budget_s is None:
+            return False
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.budget_s
+        return time.monotonic() >= self._deadline
 
     @property
     def study(self) -> Any:
@@ -159,6 +176,8 @@ class GroupSearch(Searcher):
         return gid
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.out_of_time():
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel: no more trials
         if not self.queue and self._new_group() is None:
             return None  # every configuration is out; Tune asks for exactly configurations x repeats
         gid, r = self.queue.pop(0)
@@ -218,14 +237,60 @@ def repeat_base(cfg: SweepConfig) -> int:
     return int(cfg.seed if cfg.search.repeat_over == "seed" else cfg.dataset.instance)
 
 
-def make_scheduler(cfg: SweepConfig) -> Any:
+class StoppingASHA(ASHAScheduler):
+    """ASHA whose STOP asks the trial to stop (sweeps.trials.stops) instead of ending it: the trial then
+    evaluates the model it has and reports its final metrics, tagged as stopped early. The rungs and the
+    trials asked are saved next to the sweep as they change and read back when a resumed sweep unpickles
+    the scheduler, so a resumed sweep stops the trials an uninterrupted one would."""
+
+    def __init__(self, sweep: str, state_path: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from sweeps.trials.stops import ask_to_stop
+
+        self.sweep, self.state_path = sweep, state_path
+        self.asked: set[str] = set()
+        self.ask = ask_to_stop  # how a STOP reaches the trial
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if trial.trial_id in self.asked:
+            return str(self.CONTINUE)  # already asked; its remaining results do not enter the rungs
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == self.STOP and not result.get(rs.FINAL_KEY):
+            self.asked.add(trial.trial_id)
+            self.ask(self.sweep, [trial.trial_id])
+            action = self.CONTINUE
+        self._save()
+        return str(action)
+
+    def _save(self) -> None:
+        state = {"rungs": [b._rungs for b in self._brackets], "asked": self.asked, "stopped": self._num_stopped}
+        tmp = Path(f"{self.state_path}.tmp")
+        tmp.write_bytes(pickle.dumps(state))
+        tmp.replace(self.state_path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "ask"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from sweeps.trials.stops import ask_to_stop
+
+        self.__dict__.update(state)
+        self.ask = ask_to_stop
+        path = Path(self.state_path)
+        if path.is_file():  # a resumed sweep: the rungs as they were when it stopped
+            saved = pickle.loads(path.read_bytes())
+            for bracket, rungs in zip(self._brackets, saved["rungs"], strict=True):
+                bracket._rungs = rungs
+            self.asked, self._num_stopped = saved["asked"], saved["stopped"]
+
+
+def make_scheduler(cfg: SweepConfig, root: Path) -> Any:
     if cfg.search.scheduler != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(metric=cfg.search.asha_metric, mode=cfg.search.asha_mode, time_attr="training_iteration",
-                         grace_period=cfg.search.grace_period, reduction_factor=cfg.search.reduction_factor,
-                         max_t=max(cfg.classifier.epochs, cfg.search.grace_period))
+    return StoppingASHA(cfg.name, str(root / "asha.pkl"), metric=cfg.search.asha_metric, mode=cfg.search.asha_mode,
+                        time_attr="training_iteration", grace_period=cfg.search.grace_period,
+                        reduction_factor=cfg.search.reduction_factor,
+                        max_t=max(cfg.classifier.epochs, cfg.search.grace_period))
 
 
 def _trial_name(trial: Any) -> str:
@@ -236,10 +301,9 @@ def tune_config(cfg: SweepConfig, root: Path) -> tune.TuneConfig:
     searcher = GroupSearch(cfg, study_storage(root), cfg.name)
     return tune.TuneConfig(
         search_alg=searcher,
-        scheduler=make_scheduler(cfg),
+        scheduler=make_scheduler(cfg, root),
         num_samples=searcher.configs * searcher.repeats,  # trials: configurations x repeats
         max_concurrent_trials=cfg.search.max_concurrent,
-        time_budget_s=cfg.search.time_budget_s,
         # One worker process per concurrent slot, reused by the next trial: a trial then pays no
         # process start and no torch import (seconds each, against trials of tens of seconds).
         reuse_actors=True,

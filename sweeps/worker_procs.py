@@ -29,9 +29,24 @@ def all_cpu_seconds(title: bytes = b"") -> dict[int, float]:
     return found
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == ancestor:
+                return True
+    return False
+
+
 def idle_workers() -> dict[int, float]:
-    """pid -> CPU seconds of every Ray worker process waiting for work."""
-    return all_cpu_seconds(b"ray::IDLE")
+    """pid -> CPU seconds of every Ray worker process of this process's local Ray (its descendants: other
+    Ray clusters on the machine do not count) waiting for work."""
+    me = os.getpid()
+    return {pid: t for pid, t in all_cpu_seconds(b"ray::IDLE").items() if descends_from(pid, me)}
 
 
 def wait_until_idle(count: int, timeout_s: float = 60.0) -> set[int]:

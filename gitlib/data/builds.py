@@ -6,7 +6,8 @@ fixed-size uint8 bytes (C*H*W, row-major), label, split, source_index, nuisance_
 test_t, and `base_image` in train: the untransformed base image, same layout as image) and `manifest.json`
 (spec, shape, class counts per split, sizes). A build happens in a temporary sibling folder, under a
 file lock, and is renamed into place at the end, so concurrent builders of one spec leave exactly one
-complete copy and readers never see a half-written one.
+complete copy and readers never see a half-written one. The temporary folders of killed builds
+(`.<digest>.tmp-<pid>-<rand>`) are removed by the next `ensure_built` of that digest, under its lock.
 """
 
 from __future__ import annotations
@@ -176,16 +177,59 @@ def load_built(path: Path) -> BuiltDataset:
     return _to_built(spec, int(manifest["num_classes"]), splits, manifest["digest"], path)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs on this host (a pid we may not signal runs too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_builds(final: Path) -> list[Path]:
+    """Remove the temporary folders killed builds of this digest left (`.<digest>.tmp-<pid>-<rand>`).
+
+    Call only while holding the digest's lock: a builder holds it from before its temporary folder
+    exists until after the rename, so under the lock every such folder is a dead build's, on any host.
+    A pid alive on this host is still skipped, in case the lock file was replaced under a running build;
+    at worst a leftover then waits for a later build."""
+    removed = []
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = tmp.name.removeprefix(f".{final.name}.tmp-").split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _tidy_reused(final: Path) -> None:
+    """Leftovers next to a complete build: removed when the lock is free now, else left for the next build."""
+    if not any(final.parent.glob(f".{final.name}.tmp-*")):
+        return
+    from filelock import Timeout
+
+    try:
+        with FileLock(str(final.parent / f"{final.name}.lock"), timeout=0):
+            remove_stale_builds(final)
+    except Timeout:
+        pass
+
+
 def ensure_built(spec: DatasetSpec, storage_root: Path) -> tuple[BuiltDataset, bool]:
     """The build of `spec` under `storage_root`, and whether this call built it (False = reused)."""
     final = dataset_dir(spec, storage_root)
     if (final / MANIFEST).is_file():
+        _tidy_reused(final)
         return load_built(final), False
     # Read (and so validate) the source before anything is written: bad input leaves no trace.
     source: SourceArrays = load_source(spec.source, spec.root, spec.image_size)
     check_buildable(source, spec.source)
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final.parent / f"{final.name}.lock")):
+        remove_stale_builds(final)  # killed builds of this spec: we hold the lock, so they are gone
         if (final / MANIFEST).is_file():  # another process built it while we waited
             return load_built(final), False
         if final.exists():  # left without a manifest by something else: not ours to trust

@@ -35,6 +35,7 @@ class ClassifierResult:
     per_class: pa.Table  # class, train_count, accuracy, ekld, consistency, and the probes' columns
     trainer: ClassifierTrainer = field(repr=False)
     curves: dict[str, dict[int, float]] = field(default_factory=dict)  # probe series: name -> {step: value}
+    stopped_early: bool = False  # `should_stop` ended training before cfg.epochs
 
 
 def ekld_transform(data: BuiltDataset, generator: Augmenter | None) -> Augmenter | None:
@@ -72,23 +73,26 @@ def probe(trainer: ClassifierTrainer, data: BuiltDataset, names: Sequence[str], 
 
 def run_classifier(cfg: ClassifierConfig, data: BuiltDataset, seed: int, device: torch.device,
                    generator: Augmenter | None = None, state: dict[str, Any] | None = None,
-                   on_epoch: EpochHook | None = None, probes: Sequence[str] = ()) -> ClassifierResult:
-    """Train to cfg.epochs (from `state` when resuming), then evaluate and run the bias `probes`.
-    `generator` is the shared MUNIT generator: GIT's augmenter, and eKLD's transform on data sets
-    without a known nuisance."""
+                   on_epoch: EpochHook | None = None, probes: Sequence[str] = (),
+                   should_stop: Callable[[ClassifierTrainer], bool] | None = None) -> ClassifierResult:
+    """Train to cfg.epochs (from `state` when resuming), or until `should_stop(trainer)` says so after an
+    epoch, then evaluate the model there and run the bias `probes`. `generator` is the shared MUNIT
+    generator: GIT's augmenter, and eKLD's transform on data sets without a known nuisance."""
     trainer = ClassifierTrainer(cfg, data, seed, device, generator)
     if state is not None:
         trainer.load_state_dict(state)
-    history = []
-    while trainer.epoch < cfg.epochs:
+    history, stopped = [], False
+    while trainer.epoch < cfg.epochs and not stopped:
         metrics = train_epoch(trainer, data)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(trainer, metrics)
+        stopped = should_stop is not None and trainer.epoch < cfg.epochs and should_stop(trainer)
     final, table = final_metrics(trainer.model, data, ekld_transform(data, generator), cfg.ekld_samples,
                                  cfg.ekld_per_class, trainer.seed, device, trainer.precision)
     curves: dict[str, dict[int, float]] = {}
     if probes:
         found, table, curves = probe(trainer, data, probes, trainer.seed, table)
         final.update(found)
-    return ClassifierResult(history=history, metrics=final, per_class=table, trainer=trainer, curves=curves)
+    return ClassifierResult(history=history, metrics=final, per_class=table, trainer=trainer, curves=curves,
+                            stopped_early=stopped)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gitlib.data.sources import check_source
 from sweeps.config import load_config
+from sweeps.preflight import preflight
 
 if TYPE_CHECKING:  # torch loads only once the config is known to be valid
     from gitlib.data.dataset import BuiltDataset
@@ -26,8 +26,8 @@ def class_table(data: BuiltDataset) -> str:
 
 def build(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args.config, args.overrides)
+    preflight(cfg)  # headers only, before torch loads
     spec = cfg.dataset
-    check_source(spec.source, spec.root)  # headers only, before torch loads
     from gitlib.data.builds import ensure_built
 
     # ensure_built reads (and so checks) every source file before it writes anything.

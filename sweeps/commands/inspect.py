@@ -32,6 +32,10 @@ def trial_records(paths: SweepPaths) -> list[rs.TrialRecord]:
     return TrialIndex(paths).sync(tune_trials(paths))
 
 
+def _state(r: rs.TrialRecord) -> str:
+    return f"STOPPED EARLY (epoch {int(r.last.get('epoch', 0))})" if r.stopped_early else r.status
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *rows])
@@ -44,8 +48,8 @@ def status(args: argparse.Namespace) -> int:
     print(f"sweep {meta['name']} ({paths.root}): {len(records)} trials")
     keys = sorted({k for r in records for k in rs.sampled_values(r.config)})
     header = ["trial", "state", *[k.split(".")[-1] for k in keys], *STATUS_METRICS]
-    rows = [[r.trial_id, r.status, *[_fmt(r.config.get(k)) for k in keys], *[_fmt(r.last.get(m)) for m in STATUS_METRICS]]
-            for r in records]
+    rows = [[r.trial_id, _state(r), *[_fmt(r.config.get(k)) for k in keys],
+             *[_fmt(r.last.get(m)) for m in STATUS_METRICS]] for r in records]
     print(_table(header, rows))
     cfg, _ = load_config(str(paths.config))
     if cfg.search.repeats > 1:

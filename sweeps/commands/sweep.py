@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from gitlib.configs import flatten, to_dict
-from sweeps.config import resolve_config
+from sweeps.config import load_config, resolve_config
+from sweeps.paths import find_sweep
+from sweeps.preflight import preflight
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,10 +18,13 @@ def run(args: argparse.Namespace) -> int:
     for key in pinned:
         print(f"pinned {key}={values.get(key)} (removed from search.space)", flush=True)
     search.check(cfg)  # every config problem surfaces here, before Ray starts or anything is written
-    return driver.start(cfg, args.address, explicit_name=bool(args.name))
+    preflight(cfg)  # and every data source a trial can read
+    return driver.start(cfg, args.address, explicit_name=bool(args.name), verbose=args.verbose)
 
 
 def resume(args: argparse.Namespace) -> int:
     from sweeps import driver
 
-    return driver.resume(args.sweep, args.storage, args.restart_errored, getattr(args, "address", None))
+    # The saved config's data may have moved or changed since the sweep started: check before Ray starts.
+    preflight(load_config(str(find_sweep(args.sweep, args.storage).config))[0])
+    return driver.resume(args.sweep, args.storage, args.restart_errored, args.address, args.verbose)

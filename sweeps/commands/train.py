@@ -20,6 +20,7 @@ import yaml
 
 from gitlib.configs import to_dict
 from sweeps.config import SweepConfig, load_config
+from sweeps.preflight import preflight
 
 CLASSIFIER_KEYS = ("test/acc", "test/balanced_acc", "test/many_acc", "test/medium_acc", "test/few_acc",
                    "ekld/mean", "ekld/head", "ekld/tail", "ekld/size_spearman")
@@ -50,6 +51,7 @@ def _start(cfg: SweepConfig, kind: str) -> Path:
 
 def classifier(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args.config, args.overrides)  # validated before torch loads: bad input exits fast
+    preflight(cfg)  # data sources too, from their headers
     from tqdm import tqdm
 
     from gitlib.metrics.table import format_table
@@ -75,7 +77,7 @@ def classifier(args: argparse.Namespace) -> int:
     metrics = {**(result.history[-1] if result.history else {}), **result.metrics,
                "time/total_s": time.perf_counter() - start}
     for name, blob in final_files(result, cfg, f"{data.spec.source}/{data.spec.nuisance} augment={c.augment}").items():
-        (run_dir / name).write_bytes(blob)
+        (run_dir / name).write_bytes(blob if isinstance(blob, bytes) else blob.encode())
     (run_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, sort_keys=True))
     print(format_table(result.per_class))
     print("  ".join(f"{k}={metrics[k]:.4f}" for k in CLASSIFIER_KEYS))
@@ -85,6 +87,7 @@ def classifier(args: argparse.Namespace) -> int:
 
 def generator(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args.config, args.overrides)  # validated before torch loads: bad input exits fast
+    preflight(cfg)  # data sources too, from their headers
     from tqdm import tqdm
 
     from gitlib.runs.generator import GRID_FILE, MODEL_FILE, train_generator

@@ -5,6 +5,7 @@
 - groups.csv / .parquet: one row per group, mean and 95% CI of every metric (sweeps.report.groups);
 - contrast.csv, contrast_per_class.csv and contrast_<a>_vs_<b>.png: paired contrasts, `--contrast A --vs B`
   or by default GIT against its baseline at every other setting;
+- pareto.csv / .png with several objectives: the models no other model beats on every objective;
 - bias_correlations.csv / .png, bias_matrix.png, bias_head_vs_tail.png: bias probes against
   generalization across the sweep's models (sweeps.report.biases), `--group-by KEY` within each value.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from sweeps.config import SweepConfig
 from sweeps.paths import SweepPaths, load_meta
 from sweeps.report import groups as gr
 from sweeps.report.biases import write_bias_report
-from sweeps.report.trials import print_summary, trial_summary, trial_table
+from sweeps.report.trials import pareto, print_summary, trial_summary, trial_table
 
 
 def contrasts(cfg: SweepConfig, groups: list[gr.Group], results: Path, out: Path,
@@ -44,6 +46,22 @@ def contrasts(cfg: SweepConfig, groups: list[gr.Group], results: Path, out: Path
     return rows
 
 
+def msr_table(groups: list[gr.Group], out: Path) -> str:
+    """msr_table.csv: meta-test MSE (mean and 95% CI over repeats) per problem and model; returns it as text."""
+    rows = []
+    for g in groups:
+        m = g.result.metrics
+        rows.append({"problem": g.values["msr.problem"], "model": g.values["msr.model"],
+                     "mse": m.get("meta_test/mse", math.nan), "ci95_low": m.get("meta_test/mse/ci95_low", math.nan),
+                     "ci95_high": m.get("meta_test/mse/ci95_high", math.nan), "n": len(g.result.finals)})
+    if not rows:
+        return ""
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "msr_table.csv", index=False)
+    cell = table["mse"].map("{:.3f}".format) + " ± " + ((table["ci95_high"] - table["ci95_low"]) / 2).map("{:.3f}".format)
+    return str(table.assign(cell=cell).pivot(index="problem", columns="model", values="cell").to_string())
+
+
 def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord],
                  selectors: tuple[dict[str, Any], dict[str, Any]] | None = None, group_by: str | None = None) -> Path:
     out = paths.report
@@ -53,10 +71,14 @@ def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
     groups = gr.collect_groups(cfg, records, paths.results)
     table = gr.group_table(cfg, groups)
     models = table if cfg.search.repeats > 1 else trials[trials["state"] == "TERMINATED"]
-    summary["biases"] = write_bias_report(models.reset_index(drop=True), out, group_by)
+    if cfg.trial == "classifier":
+        summary["biases"] = write_bias_report(models.reset_index(drop=True), out, group_by)
+    summary["pareto_front"] = pareto(cfg, models.reset_index(drop=True), out)
     table.to_csv(out / "groups.csv", index=False)
     table.to_parquet(out / "groups.parquet", index=False)
-    rows = contrasts(cfg, groups, paths.results, out, selectors)
+    rows = contrasts(cfg, groups, paths.results, out, selectors) if cfg.trial == "classifier" else pd.DataFrame()
+    if cfg.trial == "msr":
+        summary["msr_table"] = msr_table(groups, out)
     summary["groups"] = len(groups)
     summary["contrast_pairs"] = int(rows[["a", "b"]].drop_duplicates().shape[0]) if len(rows) else 0
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -64,11 +86,13 @@ def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
     print_summary(summary)
     if cfg.search.repeats > 1:
         print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
-        print(gr.format_groups(table))
+        print(gr.format_groups(table, list(dict.fromkeys([*cfg.search.metric, *gr.HEADLINE]))))
     if len(rows):
         print("contrast (A - B, paired by repeat):")
         print(gr.format_contrast(rows))
-    biases = summary["biases"]
+    if summary.get("msr_table"):
+        print("meta-test MSE, mean ± 95% CI half-width over repeats:\n" + summary["msr_table"])
+    biases = summary.get("biases") or {"models": 0, "note": "no bias probes in this kind of sweep"}
     print(f"bias probes vs generalization over {biases['models']} models: " + (biases.get("note") or (
         "significant (p < 0.05): " + "; ".join(biases["significant"]) if biases["significant"] else
         "no probe correlates significantly (p < 0.05) with any generalization metric")))

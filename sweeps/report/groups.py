@@ -185,6 +185,7 @@ def format_contrast(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> st
 
 
 def format_groups(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:
+    """One line per group: its kind, repeats finished and each metric's mean [95% CI]."""
     lines = []
     for _, r in table.iterrows():
         parts = []
@@ -192,6 +193,8 @@ def format_groups(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str
             if m in r and isinstance(r[m], float) and math.isfinite(r[m]):
                 lo, hi = r.get(f"{m}_ci95_low", math.nan), r.get(f"{m}_ci95_high", math.nan)
                 parts.append(f"{m} {r[m]:.4f} [{lo:.4f}, {hi:.4f}]")
-        lines.append(f"  {r['group_id']} {r['classifier.augment']:<6} {int(r['finished'])}/{int(r['repeats'])} "
-                     f"finished  " + "  ".join(parts))
+        values = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in r.items()
+                           if "." in k and not k.startswith("classifier.augment") and "/" not in k and v == v)
+        lines.append(f"  {r['group_id']} ({values}) {int(r['finished'])}/{int(r['repeats'])} finished  "
+                     + "  ".join(parts))
     return "\n".join(lines)

@@ -14,6 +14,8 @@ from gitlib.configs import to_dict
 from sweeps import results as rs
 from sweeps.config import SweepConfig
 
+RESULT_PREFIXES = ("test", "ekld", "val", "consistency", "preservation", "diversity", "probe", "meta_test",
+                   "meta_train", "msr")  # the trial table's metric columns
 SURFACE_KEYS = ("classifier.gen_frac", "dataset.imbalance_ratio")
 SURFACE_METRICS = (("test/balanced_acc", "balanced test accuracy"), ("ekld/tail", "tail eKLD"))
 
@@ -22,22 +24,25 @@ def trial_table(cfg: SweepConfig, records: list[rs.TrialRecord]) -> pd.DataFrame
     """One row per trial: id, state, searched values, epochs run, final metrics, error."""
     base, rows = to_dict(cfg), []
     for t in records:
-        row: dict[str, Any] = {"trial_id": t.trial_id, "state": t.status}
+        row: dict[str, Any] = {"trial_id": t.trial_id, "state": t.status, "stopped_early": t.stopped_early}
         row.update(rs.sampled_values(t.config))
         row["classifier.augment"] = rs.trial_config(base, t.config).classifier.effective_augment
         row["epochs_run"] = t.last.get("epoch")
         row.update({k: v for k, v in t.last.items()
-                    if k.split("/")[0] in ("test", "ekld", "val", "consistency", "preservation", "diversity", "probe")})
+                    if k.split("/")[0] in RESULT_PREFIXES})
         row["error"] = t.error if t.status == "ERROR" else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _best(df: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
-    if metric not in df or df[metric].notna().sum() == 0:
-        return None
-    ok = df[df[metric].notna()]
-    return ok.loc[ok[metric].idxmax() if mode == "max" else ok[metric].idxmin()]
+def objectives_of(cfg: SweepConfig) -> list[tuple[str, str]]:
+    return list(zip(cfg.search.metric, cfg.search.mode, strict=True))
+
+
+def _best(df: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.Series | None:
+    rows = [{k: float(v) for k, v in r.items() if isinstance(v, (int, float))} for r in df.to_dict("records")]
+    i = rs.best_of(rows, objectives) if objectives[0][0] in df else None
+    return None if i is None else df.iloc[i]
 
 
 def response_surface(df: pd.DataFrame, keys: tuple[str, str], path: Path) -> Path | None:
@@ -109,16 +114,16 @@ def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -
     """eKLD against class size: the best GIT trial (gen_frac > 0) against the best baseline."""
     from matplotlib.figure import Figure
 
-    metric, mode = cfg.search.metric[0], cfg.search.mode[0]
+    metric, objectives = cfg.search.metric[0], objectives_of(cfg)
     git_mask = df["classifier.augment"] == "git"
-    git = _best(df[git_mask], metric, mode)
+    git = _best(df[git_mask], objectives)
     base = df[~git_mask]
     if git is not None:  # compare like with like: the baseline at the GIT trial's data set, when there is one
         same = base
         for key in (k for k in cfg.search.space if k.startswith("dataset.") and k in df):
             same = same[same[key] == git[key]]
         base = same if len(same) and same[metric].notna().any() else base
-    picks = {"GIT": git, "baseline": _best(base, metric, mode)}
+    picks = {"GIT": git, "baseline": _best(base, objectives)}
     fig = Figure(figsize=(6, 4.2), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     chosen: dict[str, Any] = {}
@@ -148,8 +153,10 @@ def trial_summary(cfg: SweepConfig, df: pd.DataFrame, results: Path, out: Path) 
     df.to_parquet(out / "trials.parquet", index=False)
     df.to_csv(out / "trials.csv", index=False)
     metric, mode = cfg.search.metric[0], cfg.search.mode[0]
-    best = _best(df, metric, mode)
+    done = df[df["state"] == "TERMINATED"] if "state" in df else df
+    best = _best(done, objectives_of(cfg))
     summary: dict[str, Any] = {"sweep": cfg.name, "trials": len(df), "metric": metric, "mode": mode,
+                               "best_rule": rs.best_rule(objectives_of(cfg)),
                                "best": None if best is None else {k: _json(v) for k, v in best.items()}}
     searched = [k for k in cfg.search.space if k in df and pd.to_numeric(df[k], errors="coerce").notna().all()]
     keys = SURFACE_KEYS if all(k in df for k in SURFACE_KEYS) else tuple(searched[:2])
@@ -168,9 +175,40 @@ def _json(v: Any) -> Any:
 def print_summary(summary: dict[str, Any]) -> None:
     best = summary["best"]
     if best:
-        print(f"best trial {best['trial_id']}: {summary['metric']} {best.get(summary['metric'])}")
+        print(f"best trial {best['trial_id']} ({summary['best_rule']}): {summary['metric']} "
+              f"{best.get(summary['metric'])}")
     imp = summary["importances"]
     if imp.get("importances"):
         print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp["importances"].items()))
     else:
         print(f"importances: {imp.get('note')}")
+
+
+def pareto(cfg: SweepConfig, models: pd.DataFrame, out: Path) -> list[str]:
+    """pareto.csv and pareto.png for several objectives: the models (trials, or groups with repeats) no
+    other model beats on every objective. Returns the ids on the front."""
+    from matplotlib.figure import Figure
+
+    objectives = objectives_of(cfg)
+    if len(objectives) < 2 or not all(m in models for m, _ in objectives):
+        return []
+    rows = [{m: float(r[m]) for m, _ in objectives} for r in models.to_dict("records")]
+    front = rs.pareto_front(rows, objectives)
+    id_col = "group_id" if "group_id" in models else "trial_id"
+    table = models.iloc[front].sort_values(objectives[0][0], ascending=objectives[0][1] != "max")
+    table.to_csv(out / "pareto.csv", index=False)
+    (x, mx), (y, my) = objectives[:2]
+    fig = Figure(figsize=(5.6, 4.2), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(models[x], models[y], s=18, color="lightgrey", label="all")
+    ax.scatter(table[x], table[y], s=30, color="tab:red", label="Pareto front")
+    for _, r in table.iterrows():
+        ax.annotate(str(r[id_col]), (r[x], r[y]), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.set_xlabel(f"{x} ({mx})")
+    ax.set_ylabel(f"{y} ({my})")
+    ax.set_title(f"Pareto front over {len(models)} {'groups' if id_col == 'group_id' else 'trials'}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png")
+    return [str(v) for v in table[id_col]]

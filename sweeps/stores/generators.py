@@ -11,6 +11,8 @@ Layout of `<storage>/generators/<digest>/`:
     samples.png       sample grid (sources, then random styles)
     events.jsonl      one line per training start / finish: how often this generator was trained
     READY             written last (atomic rename): the generator is complete
+    *.tmp<pid>        a file being written (then renamed into place); a killed trainer's are removed by
+                      the next get_generator of this digest, under the lock
 
 A trial that needs a generator someone else is training blocks on the lock, then finds READY. The
 lock is an fcntl lock on the storage path, which the kernel drops when its holder dies, so this works
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 
 from gitlib.configs import to_dict
+from gitlib.data.builds import pid_alive
 from gitlib.data.dataset import BuiltDataset
 from gitlib.runs.generator import MODEL_FILE
 from gitlib.train.config import GeneratorConfig
@@ -97,6 +101,28 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+_TEMP = re.compile(r"\.tmp(\d+)$")  # what _atomic_save / _atomic_text write before the rename
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the `*.tmp<pid>` files killed trainings left in a generator's folder.
+
+    Call only while holding its train.lock: every temporary file is written by the lock's holder, so
+    under the lock each one is a dead trainer's, on any host. A pid alive on this host is still skipped,
+    in case the lock file was replaced under a running trainer; at worst a leftover then waits."""
+    removed = []
+    for path in folder.iterdir():
+        match = _TEMP.search(path.name)
+        if match is None or not path.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     torch.save(obj, tmp)
@@ -116,6 +142,7 @@ def get_generator(cfg: GeneratorConfig, data: BuiltDataset, storage: Path, devic
 
     entry = locate(storage, data.digest or "undigested", cfg)
     if entry.ready:
+        _tidy_ready(entry)
         return entry
     entry.folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(entry.folder / "train.lock"))
@@ -131,11 +158,25 @@ def get_generator(cfg: GeneratorConfig, data: BuiltDataset, storage: Path, devic
                 return entry
             continue
         try:
+            remove_stale_temps(entry.folder)  # killed trainings' files: we hold the lock, so they are gone
             if not entry.ready:  # checked again under the lock: the holder before us may have finished it
                 _train(entry, cfg, data, device, log)
             return entry
         finally:
             lock.release()
+
+
+def _tidy_ready(entry: StoredGenerator) -> None:
+    """Leftovers next to a finished generator: removed when the lock is free now, else left for later."""
+    if not any(_TEMP.search(p.name) for p in entry.folder.iterdir()):
+        return
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(str(entry.folder / "train.lock"), timeout=0):
+            remove_stale_temps(entry.folder)
+    except Timeout:
+        pass
 
 
 def _train(entry: StoredGenerator, cfg: GeneratorConfig, data: BuiltDataset, device: torch.device,

@@ -19,6 +19,7 @@ from sweeps import results as rs
 from sweeps.config import SweepConfig
 from sweeps.group_stats import GroupResult, group_result
 from sweeps.paths import SweepPaths
+from sweeps.tracking.progress import Progress
 from sweeps.tracking.tracker import SweepTracker
 
 
@@ -58,6 +59,7 @@ class TrialIndex:
         rec = self.record(trial)
         if result:
             rec.last.update(rs.numbers(result))
+            rec.stopped_early = rec.stopped_early or bool(result.get("trial/stopped_early"))
         if failed or trial.status == "ERROR":
             rec.status, rec.error = "ERROR", trial_error(trial)
         return rec
@@ -88,10 +90,6 @@ class TrialIndex:
         return [self.records[t.trial_id] for t in trials]
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def group_figure(result: GroupResult, folder: Path, title: str) -> Path | None:
     """eKLD against class size: the group's mean over its repeats with the 95% band."""
     from gitlib.plots import ekld_bands
@@ -116,18 +114,25 @@ def sync_group(cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, confi
 
 
 class SweepCallback(tune.Callback):
-    """Tune hooks -> trial index, kept results and MLflow, plus one progress line per trial result."""
+    """Tune hooks -> trial index, kept results, MLflow and the progress display."""
 
-    SHOW = ("train/loss", "val/balanced_acc", "test/balanced_acc", "ekld/tail", "loss/gen_total")
-
-    def __init__(self, cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker) -> None:
-        self.cfg, self.index, self.tracker, self.epochs = cfg, index, tracker, cfg.classifier.epochs
+    def __init__(self, cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, progress: Progress) -> None:
+        self.cfg, self.index, self.tracker, self.progress = cfg, index, tracker, progress
         self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
+        self._deadline: float | None = None  # search.time_budget_s, counted from this session's first step
+        self._asked: set[str] = set()
 
-    def _say(self, trial: Any, text: str) -> None:
-        values = rs.sampled_values(trial.config)
-        params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(values.items()))
-        print(f"[{time.strftime('%H:%M:%S')}] {trial.trial_id} {text}  ({params})", flush=True)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cfg": self.cfg, "paths": self.index.paths, "tracker": self.tracker,
+                "progress": (self.progress.total, self.progress.objectives, self.progress.repeats,
+                             self.progress.verbose)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled by a restored Tuner: the index is read again from disk, the display starts afresh."""
+        self.cfg, self.tracker, self._final_due = state["cfg"], state["tracker"], {}
+        self._deadline, self._asked = None, set()
+        self.index = TrialIndex(state["paths"])
+        self.progress = Progress(*state["progress"])
 
     def _final(self, trial: Any, checkpoint: Any) -> None:
         if checkpoint is None or self.index.records[trial.trial_id].final:
@@ -139,18 +144,13 @@ class SweepCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.index.update(trial)
         self.tracker.trial_run(trial.trial_id, trial.config)
-        self._say(trial, "started")
+        self.progress.started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.index.update(trial, result)
         self.tracker.log_result(trial.trial_id, trial.config, result)
         self._final_due[trial.trial_id] = bool(result.get(rs.FINAL_KEY))
-        if "epoch" in result:
-            head = f"epoch {int(result['epoch'])}/{self.epochs}"
-        else:
-            head = f"iteration {int(result.get('iteration', result.get('training_iteration', 0)))}"
-        shown = " ".join(f"{k} {_fmt(result[k])}" for k in self.SHOW if k in result)
-        self._say(trial, f"{head} {shown}")
+        self.progress.result(trial.trial_id, trial.config, result, self.cfg.classifier.epochs)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         # Only the final report's checkpoint has results to keep: skip the per-epoch ones (driver CPU on a
@@ -159,16 +159,17 @@ class SweepCallback(tune.Callback):
             self._final(trial, checkpoint)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.index.update(trial).status = "TERMINATED"
+        rec = self.index.update(trial)
+        rec.status = "TERMINATED"
         self._final(trial, trial.checkpoint)
         self.tracker.finish_trial(trial.trial_id, trial.config, "FINISHED")
         self.index.save()
         if self.cfg.search.repeats > 1:
             sync_group(self.cfg, self.index, self.tracker, trial.config)
-        self._say(trial, "finished")
+        self.progress.finished(trial.trial_id, trial.config, rec.last)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._say(trial, f"failed, retrying from its last checkpoint: {trial_error(trial)}")
+        self.progress.note(f"{trial.trial_id} failed, retrying from its last checkpoint: {trial_error(trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self.index.update(trial, failed=True)
@@ -176,10 +177,30 @@ class SweepCallback(tune.Callback):
         self.index.save()
         if self.cfg.search.repeats > 1:
             sync_group(self.cfg, self.index, self.tracker, trial.config)
-        self._say(trial, f"FAILED: {rec.error}")
+        self.progress.errored(trial.trial_id, trial.config, rec.error)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.tracker.flush_if_due()  # Tune's loop steps at least every 0.1 s, results or not
+        self.progress.tick()
+        self._enforce_budget(trials)
+
+    def _enforce_budget(self, trials: list) -> None:
+        """Past the time budget, every running trial is asked to stop: it evaluates what it has."""
+        budget = self.cfg.search.time_budget_s
+        if budget is None:
+            return
+        if self._deadline is None:
+            self._deadline = time.monotonic() + budget
+        if time.monotonic() < self._deadline:
+            return
+        running = [t.trial_id for t in trials if t.status == "RUNNING" and t.trial_id not in self._asked]
+        if running:
+            from sweeps.trials.stops import ask_to_stop
+
+            ask_to_stop(self.cfg.name, running)
+            self._asked.update(running)
+            self.progress.note(f"time budget of {budget:g} s reached: {len(running)} running trial(s) asked to "
+                               "stop and report what they have")
 
     def get_state(self) -> dict | None:
         # Called while Tune writes its experiment snapshot: what it covers is written first. Nothing of
@@ -191,3 +212,4 @@ class SweepCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.tracker.flush()
         self.index.save()
+        self.progress.close()

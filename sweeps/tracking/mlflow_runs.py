@@ -33,6 +33,9 @@ ERROR_TAG = "gitsweep.error"
 DEVICE_TAG = "gitsweep.device"  # where the trial ran: "cuda:0 <GPU name>" or "cpu, N threads"
 FINAL_TAG = "gitsweep.final_logged"  # set once final metrics + artifacts are in: makes logging idempotent
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+STOPPED_TAG = "gitsweep.stopped_early"  # "true" on a trial ASHA or the time budget stopped (it was evaluated)
+STOPPED_EPOCH_TAG = "gitsweep.stopped_epoch"  # a run's description in the MLflow UI
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "pyarrow", "gitsweep")
 
 
@@ -152,8 +155,12 @@ def metric_points(values: Mapping[str, Any], step: int | None = None) -> list[Me
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(k, v if math.isfinite(v) else float("nan"), now, int(step or 0))
-            for k, v in numeric_metrics(values).items()]
+    return [Metric(k, tidy(v), now, int(step or 0)) for k, v in numeric_metrics(values).items()]
+
+
+def tidy(value: float) -> float:
+    """7 significant digits: 0.9075000000000001 reads 0.9075 in the UI (float noise, not information)."""
+    return float(f"{value:.7g}") if math.isfinite(value) else float("nan")
 
 
 def log_points(c: MlflowClient, run_id: str, points: Sequence[Metric]) -> None:
@@ -170,8 +177,7 @@ def log_series(c: MlflowClient, run_id: str, series: Mapping[str, Mapping[int, f
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    points = [Metric(name, v if math.isfinite(v) else float("nan"), now, int(step))
-              for name, values in series.items() for step, v in sorted(values.items())]
+    points = [Metric(name, tidy(v), now, int(step)) for name, values in series.items() for step, v in sorted(values.items())]
     log_points(c, run_id, points)
 
 
@@ -185,7 +191,7 @@ def log_per_class(c: MlflowClient, run_id: str, table: pa.Table, png: Path | Non
         c.log_artifact(run_id, str(path))
     c.log_table(run_id, data=table.to_pandas(), artifact_file="per_class.json")
     if png is not None and png.is_file():
-        c.log_artifact(run_id, str(png))
+        log_figure(c, run_id, png, "ekld_vs_class_size")
 
 
 def log_group_table(c: MlflowClient, run_id: str, table: Any, png: Path | None = None) -> None:
@@ -197,6 +203,15 @@ def log_group_table(c: MlflowClient, run_id: str, table: Any, png: Path | None =
         c.log_artifact(run_id, str(path))
     if png is not None and png.is_file():
         c.log_artifact(run_id, str(png))
+
+
+def log_figure(c: MlflowClient, run_id: str, png: Path, key: str) -> None:
+    """A PNG as the artifact `<name>.png` and as an MLflow image under `key`, which the image grid chart shows."""
+    from PIL import Image
+
+    c.log_artifact(run_id, str(png))
+    with Image.open(png) as im:
+        c.log_image(run_id, im.convert("RGB"), key=key, step=0)
 
 
 def log_config_artifact(c: MlflowClient, run_id: str, config_yaml: str, name: str = "config.yaml") -> None:
@@ -215,12 +230,27 @@ def finish_run(c: MlflowClient, run_id: str, status: str = "FINISHED", error: st
         c.set_terminated(run_id, status=status)
 
 
+def executable(name: str) -> str:
+    """`name` as installed next to this Python (`.venv/bin/mlflow` from the project root), so the printed
+    command works as printed even where the virtualenv is not on PATH."""
+    import os
+    import sys
+
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:  # another drive
+        return str(path)
+
+
 def ui_command(uri: str, artifact_root: str | None) -> str:
     """The `mlflow ui` command that shows this store."""
     uri = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"open {uri} (MLflow tracking server)"
-    cmd = f"mlflow ui --backend-store-uri {uri}"
+    cmd = f"{executable('mlflow')} ui --backend-store-uri {uri}"
     if artifact_root and uri.startswith("sqlite:"):
         cmd += f" --default-artifact-root {artifact_root}"
     return cmd

@@ -27,7 +27,7 @@ from sweeps.tracking import mlflow_runs as mr
 
 # Result keys worth logging: everything namespaced (train/, val/, test/, ekld/, loss/, ...) plus lr.
 SKIP_PREFIXES = ("config/", "generator/", "trial/final", "trial/device")
-PLAIN_KEYS = ("lr", "epoch", "iteration")
+PLAIN_KEYS = ("lr", "epoch", "iteration", "step")
 FLUSH_S = 5.0  # longest a per-epoch metric point waits in the driver before it is written
 
 
@@ -47,12 +47,13 @@ class SweepTracker:
         self._generators: set[str] = set()
         self._device_tagged: set[str] = set()
         self._pending: dict[str, list[Any]] = {}  # run id -> metric points not yet written
+        self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> key -> steps logged (or pending)
         self._flushed_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_client=None, _exp_id=None, _runs={}, _groups={}, _final=set(), _generators=set(),
-                     _device_tagged=set(), _pending={})
+                     _device_tagged=set(), _pending={}, _steps={})
         return state
 
     def flush(self) -> None:
@@ -88,14 +89,41 @@ class SweepTracker:
             run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=self.sweep,
                                                    extra_tags=mr.provenance_tags())
             if created:
-                flat = flatten(self.base)
-                mr.log_params(self.client, run_id, {k: v for k, v in flat.items() if not k.startswith("search.space")})
-                mr.log_params(self.client, run_id, {"search.space": json.dumps(self.base["search"]["space"])})
+                mr.log_params(self.client, run_id, self.sweep_params())
                 mr.log_config_artifact(self.client, run_id, config_yaml)
+                self.client.set_tag(run_id, mr.NOTE_TAG, self.describe())
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.parent_run_id = run_id
         return run_id
+
+    def sweep_params(self) -> dict[str, Any]:
+        """The sweep's own params, all under `sweep.`: what it searches and how, and the base config every
+        trial starts from (`sweep.base.<key>`), so the parent never reads as one more trial."""
+        search = self.base["search"]
+        params: dict[str, Any] = {f"sweep.search.{k}": v for k, v in search.items() if k != "space"}
+        params["sweep.search.space"] = json.dumps(search["space"])
+        params.update({f"sweep.base.{k}": v for k, v in flatten({**self.base, "search": {}}).items()})
+        return params
+
+    def describe(self) -> str:
+        """The parent run's description (MLflow's note): what the sweep is and where its report lives."""
+        search = self.base["search"]
+        space = ", ".join(search["space"]) or "nothing (repeats of one configuration)"
+        repeats = f", each as a group of {search['repeats']} repeats over `{search['repeat_over']}`" \
+            if search["repeats"] > 1 else ""
+        return (f"**Sweep `{self.sweep}`**: {search['num_samples']} configurations{repeats}, searching {space} "
+                f"with `{search['sampler']}` for {', '.join(search['metric'])} "
+                f"({', '.join(search['mode'])}).\n\nThe report (`gitsweep report {self.sweep}`) is under this "
+                "run's artifacts in `report/`: `groups.csv`, `contrast_*_vs_*.png` (GIT against its baseline), "
+                "`ekld_vs_class_size.png`, `pareto.png` (several objectives), `bias_correlations.png`. "
+                "Trials (and groups) are the runs nested below; the chart view's `per_class/ekld` line chart "
+                "draws eKLD against class-size rank for the selected runs.")
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        """Sweep-level metrics on the parent: trials finished / failed / stopped early, best values."""
+        if self.parent_run_id is not None:
+            mr.log_metrics(self.client, self.parent_run_id, metrics, step=0)
 
     def close_parent(self, errored: int) -> None:
         if self.parent_run_id is None:
@@ -114,7 +142,8 @@ class SweepTracker:
 
     @property
     def role(self) -> str:
-        return "generator" if self.base.get("trial") == "generator" else "classifier"
+        """The trial runs' `gitsweep.role`: the trial kind (classifier, generator, msr)."""
+        return str(self.base.get("trial", "classifier"))
 
     @property
     def repeats(self) -> int:
@@ -124,7 +153,8 @@ class SweepTracker:
         if trial_id in self._runs:
             return self._runs[trial_id]
         tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: self.role, mr.TRIAL_TAG: trial_id}
-        parent = self.group_run(config) if self.repeats > 1 else self.parent_run_id  # repeats nest in their group
+        grouped = self.repeats > 1 and rs.GROUP_KEY in config
+        parent = self.group_run(config) if grouped else self.parent_run_id  # repeats nest in their group
         run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"trial_{trial_id}",
                                                parent_run_id=parent, extra_tags=mr.provenance_tags())
         if created:
@@ -132,10 +162,25 @@ class SweepTracker:
             mr.log_params(self.client, run_id, flatten(to_dict(cfg)))
             for key, value in rs.sampled_values(config).items():  # the searched values, easy to filter on
                 self.client.set_tag(run_id, f"gitsweep.param.{key}", str(value))
-        elif self._has_error(run_id):  # restarted after a failure: the old reason no longer holds
-            self.client.delete_tag(run_id, mr.ERROR_TAG)
+        else:
+            if self._has_error(run_id):  # restarted after a failure: the old reason no longer holds
+                self.client.delete_tag(run_id, mr.ERROR_TAG)
+            self._steps[run_id] = self._logged_steps(run_id)  # a resumed run: what it holds already
         self._runs[trial_id] = run_id
         return run_id
+
+    def _logged_steps(self, run_id: str) -> dict[str, set[int]]:
+        keys = self.client.get_run(run_id).data.metrics
+        return {k: {m.step for m in self.client.get_metric_history(run_id, k)} for k in keys}
+
+    def _new_point(self, run_id: str, key: str, step: int) -> bool:
+        """True the first time (run, key, step) comes: a resumed or retried trial re-reports the epochs
+        after its checkpoint, and each step keeps the point it got first (an exact resume repeats it)."""
+        steps = self._steps.setdefault(run_id, {}).setdefault(key, set())
+        if step in steps:
+            return False
+        steps.add(step)
+        return True
 
     # ---- groups (search.repeats > 1) -------------------------------------------------------------
 
@@ -176,15 +221,26 @@ class SweepTracker:
         if done and run.info.status == "RUNNING":
             if table is not None:
                 self.client.log_table(run_id, data=table, artifact_file="per_class.json")  # appends: log once
+            if png is not None:
+                mr.log_figure(self.client, run_id, png, "ekld_vs_class_size")
             mr.finish_run(self.client, run_id, "FINISHED" if n else "FAILED",
                           None if n else "every repeat of the group failed")
 
     def log_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        """Series (train/*, val/*, ...) at step = epoch or iteration, the final model's metrics at step 0
+        (they are one value, not a time series); a step this run already holds is not logged again."""
         run_id = self.trial_run(trial_id, config)
-        step = int(result.get("epoch") or result.get("iteration") or result.get("training_iteration") or 0)
+        step = int(result.get("epoch") or result.get("iteration") or result.get("step")
+                   or result.get("training_iteration") or 0)
         values = {k: v for k, v in result.items()
                   if ("/" in k and not k.startswith(SKIP_PREFIXES)) or k in PLAIN_KEYS}
-        self._pending.setdefault(run_id, []).extend(mr.metric_points(values, step))
+        series = {k: v for k, v in values.items() if rs.is_series(k)}
+        finals = {k: v for k, v in values.items() if not rs.is_series(k)}
+        points = [*mr.metric_points(series, step), *mr.metric_points(finals, 0)]
+        self._pending.setdefault(run_id, []).extend(p for p in points if self._new_point(run_id, p.key, p.step))
+        if result.get("trial/stopped_early"):  # evaluated where ASHA or the time budget stopped it
+            self.client.set_tag(run_id, mr.STOPPED_TAG, "true")
+            self.client.set_tag(run_id, mr.STOPPED_EPOCH_TAG, str(int(result.get("epoch", 0))))
         device = result.get("trial/device")
         if device and trial_id not in self._device_tagged:  # where the trial ran (GPU name, or CPU threads)
             self.client.set_tag(run_id, mr.DEVICE_TAG, str(device))
@@ -204,18 +260,18 @@ class SweepTracker:
         if mr.FINAL_TAG in run.data.tags:
             self._final.add(trial_id)
             return False
-        step = int(final.get("epoch") or final.get("iteration") or 0)
         # Normally the last result already carried these; log only what a killed driver missed.
-        missing = {k: v for k, v in final.items() if "/" in k and k not in run.data.metrics}
-        mr.log_metrics(self.client, run_id, missing, step=step)
+        missing = {k: v for k, v in final.items() if "/" in k and not rs.is_series(k) and k not in run.data.metrics}
+        mr.log_metrics(self.client, run_id, missing, step=0)
         mr.log_series(self.client, run_id, rs.read_curves(folder))
         table = rs.read_per_class(folder)
         if table is not None:
             png = folder / rs.EKLD_PNG
             mr.log_per_class(self.client, run_id, table, png if png.is_file() else None)
             mr.log_series(self.client, run_id, rs.per_class_series(table.to_pylist()))
-        if (folder / rs.SAMPLES_PNG).is_file():
-            self.client.log_artifact(run_id, str(folder / rs.SAMPLES_PNG))
+        for name in (rs.SAMPLES_PNG, rs.SHARING_PNG):
+            if (folder / name).is_file():
+                mr.log_figure(self.client, run_id, folder / name, name.removesuffix(".png"))
         self.client.set_tag(run_id, mr.FINAL_TAG, "true")
         self._final.add(trial_id)
         return True

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 TRIAL_KINDS: Registry = Registry("trial", {
     "classifier": "sweeps.trials.classifier:classifier_trial",
     "generator": "sweeps.trials.generator:generator_trial",
+    "msr": "sweeps.trials.msr:msr_trial",
 })
 
 

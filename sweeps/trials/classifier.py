@@ -20,6 +20,7 @@ from sweeps import results as rs
 from sweeps.config import SweepConfig
 from sweeps.stores import dataset_for, generator_for
 from sweeps.trials.entry import InjectedFailure, TrialContext, device_note, injected_failure_due, trial_device
+from sweeps.trials.stops import stoppable
 
 
 def needs_generator(cfg: SweepConfig) -> bool:
@@ -88,12 +89,15 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
             raise InjectedFailure(f"injected failure after epoch {trainer.epoch} (debug.fail_at_epoch)")
 
     try:
-        result = run_classifier(cfg.classifier, data, cfg.seed, device, generator, ctx.state, on_epoch, cfg.probes)
+        result = run_classifier(cfg.classifier, data, cfg.seed, device, generator, ctx.state, on_epoch, cfg.probes,
+                                should_stop=ctx.stop_check if stoppable(cfg) else None)
     except TrainingDiverged as exc:
         ctx.fail(f"TrainingDiverged: {exc}", {"epoch": float(done["epoch"])})
         return
     final = {**last, **result.metrics}
-    files = final_files(result, cfg, title=f"{cfg.name} gen_frac={cfg.classifier.gen_frac:g}")
+    if result.stopped_early:  # evaluated where ASHA or the time budget stopped it
+        final.update({"epoch": float(result.trainer.epoch), "trial/stopped_early": 1.0})
+    files = final_files(result, cfg, title=f"{cfg.name} {ctx.label}")
     files.update({rs.STATE: result.trainer.state_dict(), rs.META: json.dumps({"epoch": result.trainer.epoch}),
                   rs.FINAL: json.dumps(rs.numbers(final))})
     ctx.report(final, files)

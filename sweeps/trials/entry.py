@@ -21,6 +21,7 @@ from gitlib.errors import UserError
 from sweeps import results as rs
 from sweeps.config import ResourcesConfig, SweepConfig
 from sweeps.trials.report_ahead import Report, ReportAhead
+from sweeps.trials.stops import StopCheck
 
 Body = Callable[[SweepConfig, "TrialContext"], None]
 
@@ -59,8 +60,11 @@ def _load_state(path: Path) -> dict[str, Any]:
 class TrialContext:
     """A running trial's link to Tune: what it was restored from, and its reports."""
 
-    def __init__(self, ahead: ReportAhead, folder: Path | None) -> None:
+    def __init__(self, ahead: ReportAhead, folder: Path | None, label: str = "",
+                 stop_check: Callable[..., bool] | None = None) -> None:
         self._ahead = ahead
+        self.label = label  # "trial <id>: <searched values>", for figure titles
+        self.stop_check = stop_check or (lambda *_: False)  # has the driver asked this trial to stop?
         self.state: dict[str, Any] | None = None  # trainer state to resume from
         self.meta: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None  # final metrics of a trial that had already finished
@@ -117,17 +121,23 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
 
     @functools.wraps(body)
     def run(config: dict[str, Any], base: dict[str, Any]) -> None:
+        from ray import tune
+
         ahead = ReportAhead()
         checkpoint = _restored_folder()
+        trial_id = tune.get_context().get_trial_id()
+        values = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in sorted(rs.sampled_values(config).items()))
+        label = f"trial {trial_id}" + (f": {values}" if values else "")
+        stop = StopCheck(base["name"], trial_id)
 
         def train() -> None:
             try:
                 cfg = rs.trial_config(base, config)
                 if checkpoint is None:
-                    body(cfg, TrialContext(ahead, None))
+                    body(cfg, TrialContext(ahead, None, label, stop))
                     return
                 with checkpoint.as_directory() as d:
-                    ctx = TrialContext(ahead, Path(d))
+                    ctx = TrialContext(ahead, Path(d), label, stop)
                 body(cfg, ctx)
             except UserError as exc:
                 raise NonRetryable(f"{type(exc).__name__}: {exc}") from None
@@ -135,6 +145,10 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         ahead.run(train, _tune_report)
 
     return run
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def device_note(device: torch.device) -> dict[str, Any]:

@@ -38,7 +38,8 @@ def test_space_maps_to_optuna_distributions() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     cfg, pinned = load_config("demo", ["search.space.classifier.epochs={type: int, low: 6, high: 10, step: 2}",
-                                       "search.space.classifier.lr={type: loguniform, low: 0.001, high: 0.1}"])
+                                       "search.space.classifier.lr={type: loguniform, low: 0.001, high: 0.1}",
+                                       "search.space.dataset.imbalance_ratio={type: categorical, choices: [10, 50, 100]}"])
     d = distributions(cfg)
     assert isinstance(d["classifier.gen_frac"], FloatDistribution)
     assert d["dataset.imbalance_ratio"] == CategoricalDistribution([10, 50, 100])
@@ -63,7 +64,7 @@ def test_grid_needs_discrete_values() -> None:
     assert grid_values("classifier.gen_frac", cfg.search.params()["classifier.gen_frac"]) == [0.0, 0.3, 0.6, 0.9]
 
 
-def test_multi_objective_nsga2_and_asha_build() -> None:
+def test_multi_objective_nsga2_and_asha_build(tmp_path: Path) -> None:
     from optuna.samplers import NSGAIISampler, TPESampler
     from ray.tune.schedulers import ASHAScheduler
 
@@ -71,17 +72,17 @@ def test_multi_objective_nsga2_and_asha_build() -> None:
 
     cfg, _ = load_config("demo", ["search.metric=[test/balanced_acc, ekld/tail]", "search.mode=[max, min]",
                                   "search.sampler=nsga2"])
-    searcher = tune_config(cfg).search_alg
-    assert searcher.metric == ["test/balanced_acc", "ekld/tail"]  # one study, two objectives
-    assert searcher.mode == ["max", "min"]
-    assert isinstance(searcher._sampler, NSGAIISampler)
-    assert searcher._ot_study.directions[1].name == "MINIMIZE"  # tail eKLD is minimised
-    cfg, _ = load_config("demo", ["search.scheduler=asha", "search.grace_period=2",
-                                  "search.metric=[test/balanced_acc]", "search.mode=[max]"])
-    tc = tune_config(cfg)
+    searcher = tune_config(cfg, tmp_path).search_alg
+    assert [m for m, _ in searcher.objectives] == ["test/balanced_acc", "ekld/tail"]  # one study, two objectives
+    assert isinstance(searcher.sampler, NSGAIISampler)
+    assert searcher.study.directions[1].name == "MINIMIZE"  # tail eKLD is minimised
+    assert (tmp_path / "optuna.db").is_file()  # the study lives in SQLite next to the sweep
+    cfg, _ = load_config("demo", ["search.scheduler=asha", "search.grace_period=2", "search.repeats=1",
+                                  "search.metric=test/balanced_acc", "search.mode=max"])  # strings: one objective
+    tc = tune_config(cfg, tmp_path / "asha")
     assert isinstance(tc.scheduler, ASHAScheduler) and tc.scheduler._metric == "val/balanced_acc"
-    assert isinstance(tc.search_alg._sampler, TPESampler)  # TPE by default
-    assert tc.max_concurrent_trials == 2 and tc.num_samples == 8
+    assert isinstance(tc.search_alg.sampler, TPESampler)  # TPE by default
+    assert tc.max_concurrent_trials == 2 and tc.num_samples == 3  # configurations x 1 repeat
 
 
 @pytest.mark.parametrize(("sets", "key"), [

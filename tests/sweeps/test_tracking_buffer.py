@@ -14,12 +14,18 @@ from sweeps.paths import SweepPaths
 from sweeps.tracking import mlflow_runs as mr
 from sweeps.tracking import tracker as tracking
 from sweeps.tracking.callback import SweepCallback, TrialIndex
+from sweeps.tracking.progress import Progress
 
 
 def _tracker(tmp_path: Path) -> tracking.SweepTracker:
     cfg, _ = load_config("demo", [f"storage={tmp_path}"])
     return tracking.SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "buffer", "s", to_dict(cfg),
                                  str(tmp_path / "artifacts"))
+
+
+def _callback(tmp_path: Path, tracker: tracking.SweepTracker) -> SweepCallback:
+    cfg = load_config("demo")[0]
+    return SweepCallback(cfg, TrialIndex(SweepPaths(tmp_path / "sweep")), tracker, Progress(9, [], 3))
 
 
 def _history(tracker: tracking.SweepTracker, key: str) -> list[tuple[int, float, int]]:
@@ -30,7 +36,7 @@ def _history(tracker: tracking.SweepTracker, key: str) -> list[tuple[int, float,
 def test_points_wait_for_a_flush_point_and_keep_their_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracking, "FLUSH_S", 60.0)
     tracker = _tracker(tmp_path)
-    callback = SweepCallback(load_config('demo')[0], TrialIndex(SweepPaths(tmp_path / 'sweep')), tracker)
+    callback = _callback(tmp_path, tracker)
     before = int(time.time() * 1000)
     for epoch in (1, 2):
         tracker.log_result("t1", {}, {"epoch": float(epoch), "train/loss": 1.0 / epoch, "trial/device": "cpu"})
@@ -55,7 +61,7 @@ def test_points_older_than_the_flush_interval_are_written_at_the_next_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracking, "FLUSH_S", 1.0)
     tracker = _tracker(tmp_path)
-    callback = SweepCallback(load_config('demo')[0], TrialIndex(SweepPaths(tmp_path / 'sweep')), tracker)
+    callback = _callback(tmp_path, tracker)
     tracker.trial_run("t1", {})  # the run exists (creating it takes a while on SQLite) ...
     tracker.flush()  # ... and the interval starts now
     tracker.log_result("t1", {}, {"epoch": 1.0, "train/loss": 1.0})
