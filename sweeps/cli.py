@@ -59,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--vs", metavar="KEY=VALUE[,KEY=VALUE]", help="groups B of the contrast")
             p.add_argument("--group-by", metavar="KEY", help="bias correlations within each value of a searched key")
 
+    sync = sub.add_parser("sync", help="write what MLflow lacks of a sweep (after its server was away)")
+    sync.add_argument("sweep", help="sweep name or path")
+    sync.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    sync.set_defaults(module="sweeps.commands.sweep", func="sync")
+
+    dash = sub.add_parser("dashboard", help="optuna-dashboard on 127.0.0.1 for the sweep's Optuna study")
+    dash.add_argument("sweep", help="sweep name or path")
+    dash.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    dash.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    dash.set_defaults(module="sweeps.commands.inspect", func="dashboard")
+
     presets = sub.add_parser("presets", help="list the bundled configs")
     presets.set_defaults(module="sweeps.commands.inspect", func="presets")
 

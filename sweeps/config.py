@@ -71,6 +71,7 @@ class SearchConfig:
     repeats: int = 1  # trials per configuration (a group); the search sees one value per group
     repeat_over: Literal["seed", "dataset.instance"] = "seed"  # the one key that differs within a group
     group_stat: Literal["mean", "median", "lcb"] = "mean"  # what the searcher receives of a group
+    storage: str | None = None  # the Optuna study's database URL; None: SQLite next to the sweep (optuna.db)
 
     def validate(self, prefix: str = "search") -> None:
         k = lambda name: join(prefix, name)  # noqa: E731

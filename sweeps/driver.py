@@ -25,7 +25,7 @@ from sweeps.tracking import mlflow_runs as mr
 from sweeps.trials import trainable_for
 
 
-def _tracker(cfg: SweepConfig, parent_run_id: str | None) -> Any:
+def tracker_for(cfg: SweepConfig, parent_run_id: str | None) -> Any:
     from sweeps.tracking.tracker import SweepTracker
 
     artifact_root = mr.default_artifact_root(cfg.storage_path) if cfg.tracking_uri.startswith("sqlite:") else None
@@ -124,18 +124,19 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
     try:
         connect.check_resources(cfg)
         _stop_list(cfg)
-        tracker = _tracker(cfg, None)
+        tracker = tracker_for(cfg, None)
         _write_sweep(cfg, paths, tracker)
         connect.log_to(chatter, paths.log)
         connect.tune_settings()
+        callback = _callback(cfg, paths, tracker, verbose)
         tuner = tune.Tuner(trainable_for(cfg), tune_config=search.tune_config(cfg, paths.root),
-                           run_config=_run_config(cfg, paths, _callback(cfg, paths, tracker, verbose)))
+                           run_config=_run_config(cfg, paths, callback))
         groups = f" x {cfg.search.repeats} repeats" if cfg.search.repeats > 1 else ""
         print(f"sweep {cfg.name}: {search.configurations(cfg)} configurations{groups}, {cfg.search.max_concurrent} "
               f"trials at a time, searching {', '.join(cfg.search.space) or 'nothing'}; results in "
               f"{paths.remote or paths.root}", flush=True)
         tuner.fit()
-        return finish(cfg, paths, tracker)
+        return finish(cfg, paths, tracker, callback)
     finally:
         if started:
             connect.shutdown()
@@ -158,15 +159,16 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     try:
         connect.check_resources(cfg)
         _stop_list(cfg)
-        tracker = _tracker(cfg, meta["parent_run_id"])
+        tracker = tracker_for(cfg, meta["parent_run_id"])
         tracker.open_parent(paths.config.read_text())
         connect.tune_settings()
         tuner = tune.Tuner.restore(paths.tune_target, trainable_for(cfg), resume_unfinished=True,
                                    resume_errored=False, restart_errored=restart_errored)
-        _fresh_callback(tuner, _callback(cfg, paths, tracker, verbose))
+        callback = _callback(cfg, paths, tracker, verbose)
+        _fresh_callback(tuner, callback)
         print(f"resuming sweep {cfg.name} from {paths.tune_target}", flush=True)
         tuner.fit()
-        return finish(cfg, paths, tracker)
+        return finish(cfg, paths, tracker, callback)
     finally:
         if started:
             connect.shutdown()
@@ -208,20 +210,58 @@ def tune_trials(paths: SweepPaths) -> list[Any]:
     return list(ExperimentAnalysis(str(paths.tune)).trials)
 
 
-def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
-    """Sync the index and MLflow to Tune's final states, print the summary; 0 only if every trial finished."""
-    from sweeps.tracking.callback import TrialIndex, sync_group
+def record(cfg: SweepConfig, paths: SweepPaths, tracker: Any, records: list[rs.TrialRecord]) -> int:
+    """Bring MLflow in line with the trial index: held writes, groups, every trial's run, the parent's
+    summary and state. Returns how many trials errored. Needs only MLflow (`gitsweep sync` runs it)."""
+    from sweeps.tracking.callback import TrialIndex, group_update
+    from sweeps.tracking.outbox import Outbox
 
-    index = TrialIndex(paths)
-    records = index.sync(tune_trials(paths))
+    outbox = Outbox(tracker)
+    for kind, args in Outbox.load(paths.root):  # what an earlier session could not write
+        outbox.events.append((kind, args))
+    outbox.drain(force=True)
+    if outbox.events:
+        raise OutageError(paths, outbox)
+    (paths.root / "mlflow_outbox.json").unlink(missing_ok=True)
     if cfg.search.repeats > 1:  # groups whose repeats ended while no driver was watching
+        index = TrialIndex(paths)
         for gid in sorted({r.group_id for r in records}):
-            sync_group(cfg, index, tracker, next(r.config for r in records if r.group_id == gid))
-    errored = tracker.reconcile(records, paths.results)
+            tracker.log_group(*group_update(cfg, index, next(r.config for r in records if r.group_id == gid)))
+    errored = int(tracker.reconcile(records, paths.results))
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
     tracker.log_summary(sweep_summary(cfg, records))
     tracker.close_parent(errored + len(unfinished))
+    return errored
+
+
+class OutageError(UserError):
+    """The MLflow server was still away when the sweep ended: its writes are saved for `gitsweep sync`."""
+
+    exit_code = 1
+
+    def __init__(self, paths: SweepPaths, outbox: Any) -> None:
+        saved = outbox.save(paths.root)
+        super().__init__(f"the MLflow server is unreachable; the sweep's results are complete on disk and "
+                         f"{len(outbox.events)} MLflow write(s) wait in {saved}: run `gitsweep sync "
+                         f"{paths.root.name}` (or resume) when the server is back")
+
+
+def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any, callback: Any = None) -> int:
+    """Sync the index and MLflow to Tune's final states, print the summary; 0 only if every trial finished."""
+    from sweeps.tracking.callback import TrialIndex
+    from sweeps.tracking.outbox import is_outage
+
+    records = TrialIndex(paths).sync(tune_trials(paths))
     prune_checkpoints(paths.tune_target)
+    if callback is not None and not callback.outbox.drain(force=True):
+        raise OutageError(paths, callback.outbox)  # what this session could not write goes to disk
+    try:
+        errored = record(cfg, paths, tracker, records)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        raise OutageError(paths, getattr(callback, "outbox", None) or _empty_outbox(tracker)) from None
+    unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
     print_summary(cfg, records, tracker)
     if cfg.search.repeats > 1:
         print_groups(cfg, paths, records)
@@ -235,6 +275,12 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> int:
               f"  gitsweep resume {cfg.name}{flag}{extra}", flush=True)
         return 1
     return 0
+
+
+def _empty_outbox(tracker: Any) -> Any:
+    from sweeps.tracking.outbox import Outbox
+
+    return Outbox(tracker)
 
 
 def prune_checkpoints(tune_target: str) -> int:
@@ -305,6 +351,8 @@ def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any)
             print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
                   f"(Spearman with class size {r.get('ekld/size_spearman', float('nan')):.2f})")
     print(f"MLflow: {mr.ui_command(tracker.uri, tracker.artifact_root)}")
+    print(f"Optuna study: {mr.executable('gitsweep')} dashboard {cfg.name}"
+          + ("" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_uri or cfg.storage_path}"))
     print(f"experiment '{cfg.experiment}', parent run {tracker.parent_run_id}", flush=True)
 
 

@@ -193,3 +193,8 @@ def pareto_front(rows: list[dict[str, float]], objectives: list[tuple[str, str]]
     points = [(i, vec(r)) for i, r in enumerate(rows) if all(v == v for v in vec(r))]
     return [i for i, a in points if not any(all(y <= x for x, y in zip(a, b, strict=True)) and b != a
                                             for _, b in points)]
+
+
+def loggable(result: dict[str, Any]) -> dict[str, Any]:
+    """The plain values of a Tune result (numbers, strings): what the driver logs of it, as plain data."""
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}

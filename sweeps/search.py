@@ -94,9 +94,10 @@ def check(cfg: SweepConfig) -> None:
         raise ConfigError("search.sampler", "nsga2 is for several metrics (multi-objective)")
 
 
-def study_storage(root: Path) -> str:
-    """The Optuna study's storage: SQLite next to the sweep."""
-    return f"sqlite:///{root / 'optuna.db'}"
+def study_storage(cfg: SweepConfig, root: Path) -> str:
+    """The Optuna study's storage: `search.storage` (for teams, e.g. a database of its own on the MLflow
+    server's PostgreSQL: Optuna's and MLflow's tables would collide in one), else SQLite next to the sweep."""
+    return cfg.search.storage or f"sqlite:///{root / 'optuna.db'}"
 
 
 @dataclass
@@ -298,7 +299,7 @@ def _trial_name(trial: Any) -> str:
 
 
 def tune_config(cfg: SweepConfig, root: Path) -> tune.TuneConfig:
-    searcher = GroupSearch(cfg, study_storage(root), cfg.name)
+    searcher = GroupSearch(cfg, study_storage(cfg, root), cfg.name)
     return tune.TuneConfig(
         search_alg=searcher,
         scheduler=make_scheduler(cfg, root),

@@ -51,6 +51,7 @@ class ClassifierConfig:
     ekld_per_class: int | None = 50  # test images per class for eKLD; None = all
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     checkpoint_every: int = 1  # epochs between checkpoints in a sweep trial
+    checkpoint_every_s: float = 0.0  # and at least this many seconds since the last one (0: no time bound)
 
     def validate(self, prefix: str = "classifier") -> None:
         k = lambda name: join(prefix, name)  # noqa: E731
@@ -70,6 +71,7 @@ class ClassifierConfig:
         require(self.ekld_samples >= 1, k("ekld_samples"), "must be >= 1")
         require(self.ekld_per_class is None or self.ekld_per_class >= 1, k("ekld_per_class"), "must be >= 1")
         require(self.checkpoint_every >= 1, k("checkpoint_every"), "must be >= 1")
+        require(self.checkpoint_every_s >= 0, k("checkpoint_every_s"), "must be >= 0")
 
     @property
     def first_drop_epoch(self) -> int:

@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Any
 
-from gitlib.errors import ConfigError
+from gitlib.errors import ConfigError, DataError
 from sweeps import results as rs
 from sweeps.config import SweepConfig, load_config, preset_names, preset_text
 from sweeps.paths import SweepPaths, find_sweep, load_meta
@@ -103,4 +103,20 @@ def presets(args: argparse.Namespace) -> int:
     for name in preset_names():
         desc = next((ln.lstrip("# ").strip() for ln in preset_text(name).splitlines() if ln.startswith("#")), "")
         print(f"{name:<16} {desc}")
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard on 127.0.0.1 for the sweep's Optuna study (history, importances, parallel
+    coordinates); runs until interrupted."""
+    import optuna_dashboard
+
+    paths = find_sweep(args.sweep, args.storage)
+    cfg, _ = load_config(str(paths.config))
+    storage = cfg.search.storage or f"sqlite:///{paths.root / 'optuna.db'}"
+    if cfg.search.storage is None and not (paths.root / "optuna.db").is_file():
+        raise DataError(str(paths.root / "optuna.db"), "no Optuna study here yet (has the sweep started?)")
+    print(f"Optuna dashboard of study '{cfg.name}': http://127.0.0.1:{args.port}/dashboard (Ctrl-C stops it)",
+          flush=True)
+    optuna_dashboard.run_server(storage, host="127.0.0.1", port=args.port)
     return 0

@@ -28,3 +28,21 @@ def resume(args: argparse.Namespace) -> int:
     # The saved config's data may have moved or changed since the sweep started: check before Ray starts.
     preflight(load_config(str(find_sweep(args.sweep, args.storage).config))[0])
     return driver.resume(args.sweep, args.storage, args.restart_errored, args.address, args.verbose)
+
+
+def sync(args: argparse.Namespace) -> int:
+    """Write what MLflow lacks of a sweep (writes held while its server was away, final states), from the
+    sweep's index and kept results: no Ray, no torch."""
+    from sweeps import connect, driver, results
+    from sweeps.paths import load_meta
+    from sweeps.tracking import mlflow_runs as mr
+
+    paths = find_sweep(args.sweep, args.storage)
+    cfg, _ = load_config(str(paths.config))
+    connect.log_to(connect.quiet_logs(), paths.log)  # MLflow's own lines go to the sweep's log
+    tracker = driver.tracker_for(cfg, load_meta(paths)["parent_run_id"])
+    records = results.read_index(paths.index)
+    errored = driver.record(cfg, paths, tracker, records)
+    print(f"MLflow holds sweep {cfg.name}: {len(records)} trials, {errored} errored "
+          f"({mr.redact_uri(tracker.uri)})")
+    return 0

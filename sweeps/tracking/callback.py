@@ -8,7 +8,6 @@ never finds MLflow or the index behind the snapshot.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from sweeps import results as rs
 from sweeps.config import SweepConfig
 from sweeps.group_stats import GroupResult, group_result
 from sweeps.paths import SweepPaths
+from sweeps.tracking.outbox import Outbox
 from sweeps.tracking.progress import Progress
 from sweeps.tracking.tracker import SweepTracker
 
@@ -102,15 +102,18 @@ def group_figure(result: GroupResult, folder: Path, title: str) -> Path | None:
     return ekld_bands({f"mean of {len(result.finals)} repeats": curve}, folder / "ekld_vs_class_size.png", title)
 
 
-def sync_group(cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, config: dict[str, Any]) -> None:
-    """Bring a group's MLflow run up to date with its repeats' kept results (ended with its last repeat)."""
+def group_update(cfg: SweepConfig, index: TrialIndex, config: dict[str, Any]) -> list[Any]:
+    """The arguments of the tracker's log_group for a group, as plain data: its statistics over the repeats
+    kept so far, its per-class summary rows and band figure (kept under results/groups/<group>/)."""
     gid = str(config[rs.GROUP_KEY])
     records = [r for r in index.records.values() if r.group_id == gid]
     result = group_result(gid, records, index.paths.results, cfg.search.repeat_over)
     ended = sum(r.status in ("TERMINATED", "ERROR") for r in records) >= cfg.search.repeats
-    with tempfile.TemporaryDirectory(prefix="gitsweep-group-") as d:
-        png = group_figure(result, Path(d), f"{cfg.name} group {gid}: eKLD, mean and 95% CI over repeats")
-        tracker.log_group(config, result.metrics, result.per_class, png, done=ended)
+    folder = index.paths.results / "groups" / gid
+    folder.mkdir(parents=True, exist_ok=True)
+    png = group_figure(result, folder, f"{cfg.name} group {gid}: eKLD, mean and 95% CI over repeats")
+    rows = result.per_class.to_dict("records") if result.per_class is not None else None
+    return [config, result.metrics, rows, str(png) if png else None, ended]
 
 
 class SweepCallback(tune.Callback):
@@ -118,6 +121,7 @@ class SweepCallback(tune.Callback):
 
     def __init__(self, cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, progress: Progress) -> None:
         self.cfg, self.index, self.tracker, self.progress = cfg, index, tracker, progress
+        self.outbox = Outbox(tracker, progress.note)  # every MLflow write goes through it
         self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
         self._deadline: float | None = None  # search.time_budget_s, counted from this session's first step
         self._asked: set[str] = set()
@@ -133,22 +137,23 @@ class SweepCallback(tune.Callback):
         self._deadline, self._asked = None, set()
         self.index = TrialIndex(state["paths"])
         self.progress = Progress(*state["progress"])
+        self.outbox = Outbox(self.tracker, self.progress.note)
 
     def _final(self, trial: Any, checkpoint: Any) -> None:
         if checkpoint is None or self.index.records[trial.trial_id].final:
             return
         folder = self.index.keep(trial.trial_id, checkpoint)
         if folder is not None:
-            self.tracker.log_final(trial.trial_id, trial.config, folder)
+            self.outbox.send("log_final", trial.trial_id, trial.config, str(folder))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.index.update(trial)
-        self.tracker.trial_run(trial.trial_id, trial.config)
+        self.outbox.send("trial_run", trial.trial_id, trial.config)
         self.progress.started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.index.update(trial, result)
-        self.tracker.log_result(trial.trial_id, trial.config, result)
+        self.outbox.send("log_result", trial.trial_id, trial.config, rs.loggable(result))
         self._final_due[trial.trial_id] = bool(result.get(rs.FINAL_KEY))
         self.progress.result(trial.trial_id, trial.config, result, self.cfg.classifier.epochs)
 
@@ -162,10 +167,10 @@ class SweepCallback(tune.Callback):
         rec = self.index.update(trial)
         rec.status = "TERMINATED"
         self._final(trial, trial.checkpoint)
-        self.tracker.finish_trial(trial.trial_id, trial.config, "FINISHED")
+        self.outbox.send("finish_trial", trial.trial_id, trial.config, "FINISHED")
         self.index.save()
         if self.cfg.search.repeats > 1:
-            sync_group(self.cfg, self.index, self.tracker, trial.config)
+            self.outbox.send("log_group", *group_update(self.cfg, self.index, trial.config))
         self.progress.finished(trial.trial_id, trial.config, rec.last)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -173,14 +178,18 @@ class SweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self.index.update(trial, failed=True)
-        self.tracker.finish_trial(trial.trial_id, trial.config, "FAILED", rec.error)
+        self.outbox.send("finish_trial", trial.trial_id, trial.config, "FAILED", rec.error)
         self.index.save()
         if self.cfg.search.repeats > 1:
-            sync_group(self.cfg, self.index, self.tracker, trial.config)
+            self.outbox.send("log_group", *group_update(self.cfg, self.index, trial.config))
         self.progress.errored(trial.trial_id, trial.config, rec.error)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.tracker.flush_if_due()  # Tune's loop steps at least every 0.1 s, results or not
+        # Tune's loop steps at least every 0.1 s, results or not: held writes are retried from here
+        if self.outbox.events:
+            self.outbox.drain()
+        else:
+            self.outbox.send("flush_if_due")
         self.progress.tick()
         self._enforce_budget(trials)
 
@@ -203,13 +212,13 @@ class SweepCallback(tune.Callback):
                                "stop and report what they have")
 
     def get_state(self) -> dict | None:
-        # Called while Tune writes its experiment snapshot: what it covers is written first. Nothing of
-        # ours to save in it.
-        self.tracker.flush()
+        # Called while Tune writes its experiment snapshot: what it covers is written first (held, while
+        # the MLflow server is away). Nothing of ours to save in it.
+        self.outbox.send("flush")
         self.index.save()
         return None
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.tracker.flush()
+        self.outbox.send("flush")
         self.index.save()
         self.progress.close()

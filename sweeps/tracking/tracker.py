@@ -48,20 +48,54 @@ class SweepTracker:
         self._device_tagged: set[str] = set()
         self._pending: dict[str, list[Any]] = {}  # run id -> metric points not yet written
         self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> key -> steps logged (or pending)
+        self._unsure: set[str] = set()  # runs whose last batch may have reached a server that then went away
         self._flushed_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_client=None, _exp_id=None, _runs={}, _groups={}, _final=set(), _generators=set(),
-                     _device_tagged=set(), _pending={}, _steps={})
+                     _device_tagged=set(), _pending={}, _steps={}, _unsure=set())
         return state
 
     def flush(self) -> None:
-        """Write the buffered metric points: one log_batch per run."""
+        """Write the buffered metric points: one log_batch per run. If the server goes away, the unwritten
+        points stay buffered, and a run whose batch may have arrived is re-read before its next write."""
         pending, self._pending = self._pending, {}
-        for run_id, points in pending.items():
-            mr.log_points(self.client, run_id, points)
+        try:
+            for run_id in list(pending):
+                points = pending[run_id]
+                if run_id in self._unsure:
+                    self._steps[run_id] = self._logged_steps(run_id)
+                    points = [m for m in points if m.step not in self._steps[run_id].get(m.key, set())]
+                    self._unsure.discard(run_id)
+                mr.log_points(self.client, run_id, points)
+                for m in points:
+                    self._steps.setdefault(run_id, {}).setdefault(m.key, set()).add(m.step)
+                del pending[run_id]
+        except Exception:
+            for run_id, points in pending.items():  # back in front of anything reported meanwhile
+                self._pending[run_id] = [*points, *self._pending.get(run_id, [])]
+            self._unsure.update(pending)
+            raise
         self._flushed_at = time.monotonic()
+
+    def take_pending(self) -> list[dict[str, Any]]:
+        """The buffered points as plain data (to save them while the server is away); the buffer empties."""
+        pending, self._pending = self._pending, {}
+        return [{"run": run_id, "key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
+                for run_id, points in pending.items() for m in points]
+
+    def log_points(self, points: list[dict[str, Any]]) -> None:
+        """Write saved points (take_pending's), skipping any step a run already holds."""
+        from mlflow.entities import Metric
+
+        for p in points:
+            run_id = p["run"]
+            if run_id not in self._steps:
+                self._steps[run_id] = self._logged_steps(run_id)
+            if self._new_point(run_id, p["key"], int(p["step"])):
+                self._pending.setdefault(run_id, []).append(Metric(p["key"], p["value"], p["timestamp"], p["step"]))
+        self.flush()
 
     def flush_if_due(self) -> None:
         if self._pending and time.monotonic() - self._flushed_at >= FLUSH_S:
@@ -70,6 +104,13 @@ class SweepTracker:
     @property
     def client(self) -> Any:
         if self._client is None:
+            # A failed request must come back fast: the outbox holds and retries writes itself, and a
+            # request retried for minutes inside MLflow would stall Tune's loop, and with it the trials.
+            import os
+
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per finished run
             self._client = mr.client(self.uri)
         return self._client
 
@@ -204,25 +245,29 @@ class SweepTracker:
         self._groups[gid] = run_id
         return run_id
 
-    def log_group(self, config: dict[str, Any], metrics: dict[str, float], table: Any | None, png: Path | None,
-                  done: bool) -> None:
+    def log_group(self, config: dict[str, Any], metrics: dict[str, float], rows: list[dict[str, Any]] | None,
+                  png: str | None, done: bool) -> None:
         """The group's statistics so far (step = repeats finished, so each update is one new point), its
-        per-class summary table and band figure; the run ends with the group's last repeat. Idempotent:
-        a resume syncs every group again."""
+        per-class summary table (rows) and band figure; the run ends with the group's last repeat.
+        Idempotent: a resume syncs every group again."""
+        import pandas as pd
+
+        table = pd.DataFrame(rows) if rows else None
+        png_path = Path(png) if png else None
         run_id = self.group_run(config)
         n = metrics.get("group/n_finished", 0.0)
         run = self.client.get_run(run_id)
         if run.data.metrics.get("group/n_finished") != n:
             mr.log_metrics(self.client, run_id, metrics, step=int(n))
             if table is not None:
-                mr.log_group_table(self.client, run_id, table, png)
+                mr.log_group_table(self.client, run_id, table, png_path)
         if done and run.info.status == "RUNNING" and table is not None:  # the final means, one point a class
             mr.log_series(self.client, run_id, rs.per_class_series(table.to_dict("records")))
         if done and run.info.status == "RUNNING":
             if table is not None:
                 self.client.log_table(run_id, data=table, artifact_file="per_class.json")  # appends: log once
-            if png is not None:
-                mr.log_figure(self.client, run_id, png, "ekld_vs_class_size")
+            if png_path is not None and png_path.is_file():
+                mr.log_figure(self.client, run_id, png_path, "ekld_vs_class_size")
             mr.finish_run(self.client, run_id, "FINISHED" if n else "FAILED",
                           None if n else "every repeat of the group failed")
 
@@ -249,8 +294,9 @@ class SweepTracker:
         if digest and folder and digest not in self._generators:
             self.log_generator(str(digest), Path(str(folder)))
 
-    def log_final(self, trial_id: str, config: dict[str, Any], folder: Path) -> bool:
+    def log_final(self, trial_id: str, config: dict[str, Any], folder: Path | str) -> bool:
         """Final metrics and artifacts from a trial's kept results (sweeps.results), once (tagged when done)."""
+        folder = Path(folder)
         final = rs.read_final(folder)
         if final is None or trial_id in self._final:
             return False
@@ -282,10 +328,11 @@ class SweepTracker:
 
     # ---- shared generators ----------------------------------------------------------------------
 
-    def log_generator(self, digest: str, folder: Path) -> None:
+    def log_generator(self, digest: str, folder: Path | str) -> None:
         """One nested generator run per generator used by this sweep: losses, quality, sample grid."""
         from sweeps.stores.generators import READY, StoredGenerator
 
+        folder = Path(folder)
         entry = StoredGenerator(digest, folder)
         if not (folder / READY).is_file():
             return

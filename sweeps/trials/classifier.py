@@ -1,5 +1,6 @@
 """The classifier trial: the shared data set and generator, then gitlib's one classifier run, reporting
-every epoch to Tune (a checkpoint every `classifier.checkpoint_every` epochs) and the final metrics with
+every epoch to Tune (a checkpoint every `classifier.checkpoint_every` epochs, at most one per
+`classifier.checkpoint_every_s` seconds) and the final metrics with
 the per-class table and figure. `gitsweep train classifier` prepares its inputs with the same function.
 """
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,8 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
     if ctx.final is not None:  # finished before an interruption: hand Tune the final result again
         ctx.report({**ctx.final, **notes})
         return
-    epochs, last, done = cfg.classifier.epochs, {}, {"epoch": start_epoch}
+    epochs, last = cfg.classifier.epochs, {}
+    done = {"epoch": start_epoch, "checkpointed_at": time.monotonic()}  # the restored checkpoint counts
     fail = injected_failure_due(cfg)
 
     def on_epoch(trainer: ClassifierTrainer, metrics: dict[str, float]) -> None:
@@ -79,8 +82,10 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
             last.update(metrics)  # reported together with the final metrics
             return
         files = None
-        if trainer.epoch % cfg.classifier.checkpoint_every == 0:
+        if trainer.epoch % cfg.classifier.checkpoint_every == 0 and \
+                time.monotonic() - done["checkpointed_at"] >= cfg.classifier.checkpoint_every_s:
             files = {rs.STATE: trainer.state_dict(), rs.META: json.dumps({"epoch": trainer.epoch})}
+            done["checkpointed_at"] = time.monotonic()
         ctx.report(metrics, files)
         if fail and cfg.debug.fail_mode == "nan" and trainer.epoch + 1 >= (cfg.debug.fail_at_epoch or 0):
             raise TrainingDiverged(f"classifier training loss became nan in epoch {trainer.epoch + 1} "

@@ -53,10 +53,11 @@ def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
         for m in METRICS:
             values = np.array([t.data.metrics[m] for t in done])
             half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-            assert group.data.metrics[m] == pytest.approx(values.mean())  # the group's m is the mean
-            assert group.data.metrics[f"{m}/std"] == pytest.approx(values.std(ddof=1))
-            assert group.data.metrics[f"{m}/ci95_low"] == pytest.approx(values.mean() - half)
-            assert group.data.metrics[f"{m}/ci95_high"] == pytest.approx(values.mean() + half)
+            close = {"rel": 1e-5, "abs": 1e-9}  # MLflow holds 7 significant digits
+            assert group.data.metrics[m] == pytest.approx(values.mean(), **close)  # the group's m is the mean
+            assert group.data.metrics[f"{m}/std"] == pytest.approx(values.std(ddof=1), **close)
+            assert group.data.metrics[f"{m}/ci95_low"] == pytest.approx(values.mean() - half, **close)
+            assert group.data.metrics[f"{m}/ci95_high"] == pytest.approx(values.mean() + half, **close)
         assert {"per_class.parquet", "per_class.json", "ekld_vs_class_size.png"} <= artifacts(storage, group)
 
     finished = {gid: g.data.metrics["group/n_finished"] for gid, g in groups.items()}
@@ -70,7 +71,7 @@ def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
     by_params = {g.data.params["classifier.gen_frac"]: g for g in groups.values()}
     for t in study.trials:
         group = by_params[str(t.params["classifier.gen_frac"])]
-        assert t.values == pytest.approx([group.data.metrics[m] for m in METRICS])
+        assert t.values == pytest.approx([group.data.metrics[m] for m in METRICS], rel=1e-5)
 
     status = run_cli(["status", "groups", "--storage", str(storage)], timeout=120)
     assert status.returncode == 0 and "2/3" in status.stdout and "3/3" in status.stdout, status.stdout
@@ -88,5 +89,37 @@ def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
     pairs = [seeds[s].data.metrics["ekld/tail"] - t.data.metrics["ekld/tail"]
              for t in by_group[base.data.tags["gitsweep.group_id"]] for s in (t.data.params["seed"],)
              if seeds[s].info.status == "FINISHED"]
-    assert tail["diff"] == pytest.approx(np.mean(pairs))  # repeat r of one group against repeat r of the other
+    assert tail["diff"] == pytest.approx(np.mean(pairs), rel=1e-5, abs=1e-9)  # repeat r of one group against repeat r of the other
     assert list(folder.glob("contrast_*_vs_*.png")) and (folder / "contrast_per_class.csv").is_file()
+
+    # The study is live for optuna-dashboard: `gitsweep dashboard` serves it on 127.0.0.1.
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from sweep_helpers import GITSWEEP, cli_env, kill_tree
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dash = subprocess.Popen([*GITSWEEP, "dashboard", "groups", "--storage", str(storage), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(),
+                            start_new_session=True)
+    try:
+        studies = None
+        deadline = time.monotonic() + 60
+        while studies is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
+                    studies = json.loads(resp.read())["study_summaries"]
+            except OSError:
+                assert dash.poll() is None, dash.communicate()[0]
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard never answered"
+        assert [s["study_name"] for s in studies] == ["groups"]  # the sweep's study, through the dashboard's API
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=5) as r:
+            assert len(json.loads(r.read())["trials"]) == 2  # one trial per group
+    finally:
+        kill_tree(dash)

@@ -73,7 +73,8 @@ def test_tiny_run_writes_table_metrics_and_figure(config: Path) -> None:
     assert len(runs) == 1
     run = runs[0]
     table = pq.read_table(run / "per_class.parquet")
-    assert table.column_names == ["class", "train_count", "accuracy", "ekld", "consistency"]
+    assert table.column_names[:5] == ["class", "train_count", "accuracy", "ekld", "consistency"]
+    assert {"lpp", "hpp", "corruption_acc"} <= set(table.column_names)  # and the bias probes' columns
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"test/balanced_acc", "ekld/mean", "ekld/size_spearman", "ekld/tail"} <= set(metrics)
     assert (run / "ekld_vs_class_size.png").stat().st_size > 5000

@@ -1,0 +1,119 @@
+"""The tracking server goes away mid-sweep: trials keep training, the driver holds the writes and retries,
+and once the server is back every run holds every epoch exactly once. A sweep that ends while the server
+is away saves its writes, and `gitsweep sync` writes them later."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_helpers import base_env, free_port, stop_group, tiny_sweep, write_yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parents[2]
+LONG, SHORT = 150, 20  # epochs: the first sweep outlasts the outage (~0.3 s an epoch), the second does not
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen[Any]:
+    """A real `mlflow server` (SQLite backend, artifacts served by the server) on loopback; waits for /health."""
+    import urllib.request
+
+    log = (folder / "server.log").open("a")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                             f"sqlite:///{folder / 'srv.db'}", "--artifacts-destination", str(folder / "art"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    stop_group(proc)
+    raise AssertionError("MLflow server did not start: " + (folder / "server.log").read_text()[-2000:])
+
+
+def trial_runs(uri: str, experiment: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if r.data.tags.get("gitsweep.role") == "classifier"]
+
+
+def assert_complete(uri: str, experiment: str, n: int, epochs: int) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = trial_runs(uri, experiment)
+    assert len(runs) == n and all(r.info.status == "FINISHED" for r in runs)  # no twin, none left running
+    for r in runs:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/acc")]
+        assert sorted(steps) == list(range(1, epochs + 1))  # every epoch once: no gap, no duplicate
+        assert "test/balanced_acc" in r.data.metrics and r.data.tags.get("gitsweep.final_logged") == "true"
+
+
+def sweep_config(tmp_path: Path, name: str, epochs: int) -> Path:
+    cfg = tiny_sweep(name)
+    cfg["dataset"]["max_per_class"] = 200
+    cfg["classifier"].update({"epochs": epochs, "milestones": [10], "lr_factors": [0.1]})
+    cfg["probes"] = []
+    return write_yaml(tmp_path / f"{name}.yaml", cfg)
+
+
+def test_server_outage_mid_sweep_then_after_it(tmp_path: Path) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {**base_env(), "PYTHONPATH": str(ROOT)}
+    server = start_server(tmp_path, port)
+    cmd = [sys.executable, "-m", "sweeps", "run", str(sweep_config(tmp_path, "outage", LONG)), "--storage",
+           str(tmp_path / "store"), "--tracking-uri", uri]
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        while not [r for r in trial_runs(uri, "outage") if "val/acc" in r.data.metrics]:
+            assert run.poll() is None, run.communicate()[0]
+            time.sleep(0.5)  # the sweep is training and logging
+        stop_group(server)
+        print(f"server stopped at {time.strftime('%H:%M:%S')}")
+        time.sleep(5)  # trials go on meanwhile (and while it restarts); the driver holds the writes
+        server = start_server(tmp_path, port)
+        print(f"server back at {time.strftime('%H:%M:%S')}")
+        out = run.communicate(timeout=400)[0]
+    finally:
+        stop_group(run)
+    print(out)
+    assert run.returncode == 0, out
+    assert "MLflow server unreachable" in out and "MLflow server back after" in out
+    assert_complete(uri, "outage", 2, LONG)
+
+    # The server goes away and the sweep ends before it is back: the writes wait on disk for `sync`.
+    cmd[4] = str(sweep_config(tmp_path, "late", SHORT))
+    late = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        while not trial_runs(uri, "late"):
+            assert late.poll() is None, late.communicate()[0]
+            time.sleep(0.5)
+        stop_group(server)
+        out = late.communicate(timeout=400)[0]
+    finally:
+        stop_group(late)
+    assert late.returncode == 1 and "gitsweep sync late" in out, out  # says what to do, loses nothing
+    assert (tmp_path / "store" / "sweeps" / "late" / "mlflow_outbox.json").is_file()
+    server = start_server(tmp_path, port)
+    try:
+        sync = subprocess.run([sys.executable, "-m", "sweeps", "sync", "late", "--storage", str(tmp_path / "store")],
+                              env=env, capture_output=True, text=True, timeout=200)
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        assert_complete(uri, "late", 2, SHORT)
+        assert not (tmp_path / "store" / "sweeps" / "late" / "mlflow_outbox.json").exists()
+    finally:
+        stop_group(server)
