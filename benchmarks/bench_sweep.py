@@ -25,11 +25,16 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-TRIALS = 4
 CONCURRENCY = 2
-SEEDS = list(range(TRIALS))
 REPEATS = int(os.environ.get("BENCH_SWEEP_REPEATS", "3"))
 EXTRA = [a for a in os.environ.get("BENCH_SWEEP_SET", "").split() if a]  # extra --set overrides
+# BENCH_SWEEP_GROUPS=1: 2 configurations (lr 0.1, 0.05) x 3 seed repeats as groups, against the same 6
+# trainings; else 4 single trials (seeds 0-3).
+GROUPS = os.environ.get("BENCH_SWEEP_GROUPS", "0") == "1"
+LRS, GROUP_REPEATS = [0.1, 0.05], 3
+# (lr, seed) of every training, in the order the sweep runs them
+TRAININGS = [(lr, s) for lr in LRS for s in range(GROUP_REPEATS)] if GROUPS else [(0.1, s) for s in range(4)]
+TRIALS = len(TRAININGS)
 
 
 def _config(storage: Path):  # -> SweepConfig
@@ -42,35 +47,36 @@ def _config(storage: Path):  # -> SweepConfig
         "dataset.imbalance_ratio=100", "dataset.max_per_class=500", "dataset.test_per_class=50",
         "classifier.augment=none", "classifier.ekld_samples=30", "classifier.ekld_per_class=50",
         *EXTRA,
-        f"search.num_samples={TRIALS}", f"search.max_concurrent={CONCURRENCY}", "search.sampler=grid",
-        "search.points_to_evaluate=[]",
-        "search.space={seed: {type: categorical, choices: " + str(SEEDS) + "}}",
+        f"search.max_concurrent={CONCURRENCY}", "search.sampler=grid", "search.points_to_evaluate=[]",
         "resources.cpu=1",
+        *(["search.num_samples=2", f"search.repeats={GROUP_REPEATS}",
+           "search.space={classifier.lr: {type: categorical, choices: " + str(LRS) + "}}"] if GROUPS else
+          [f"search.num_samples={TRIALS}", "search.repeats=1",
+           "search.space={seed: {type: categorical, choices: " + str([s for _, s in TRAININGS]) + "}}"]),
     ]
     cfg, _ = load_config("demo", overrides)
     return cfg
 
 
-def sequential(cfg, seeds: list[int]) -> tuple[float, float]:
-    """(wall, CPU) seconds of the trainings back to back in this process, one thread."""
+def sequential(cfg, trainings: list[tuple[float, int]]) -> tuple[float, float]:
+    """(wall, CPU) seconds of the trainings (lr, seed) back to back in this process, one thread, each
+    ending as a trial does (probes, final files written)."""
     import matplotlib.backends.backend_agg  # noqa: F401  (imported before timing, as the sweep's workers preload it)
-    import pyarrow.parquet as pq
     import torch
 
     from gitlib.data.builds import get_dataset
-    from gitlib.plots import ekld_vs_class_size
     from gitlib.runs.classifier import run_classifier
+    from sweeps.trials.classifier import final_files
 
     torch.set_num_threads(1)
     data = get_dataset(cfg.dataset, cfg.storage_path)
     out = cfg.storage_path / "sequential"
     out.mkdir(exist_ok=True)
     start, cpu = time.perf_counter(), time.process_time()
-    for seed in seeds:
-        result = run_classifier(cfg.classifier, data, seed, torch.device("cpu"))
-        final, table = result.metrics, result.per_class
-        pq.write_table(table, out / f"per_class_{seed}.parquet")
-        ekld_vs_class_size(table, out / f"ekld_vs_class_size_{seed}.png", spearman=final.get("ekld/size_spearman"))
+    for lr, seed in trainings:
+        result = run_classifier(replace(cfg.classifier, lr=lr), data, seed, torch.device("cpu"), probes=cfg.probes)
+        for name, blob in final_files(result, cfg, f"lr {lr} seed {seed}").items():
+            (out / f"{seed}_{lr}_{name}").write_bytes(blob if isinstance(blob, bytes) else blob.encode())
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -132,7 +138,7 @@ def sweep(cfg) -> SweepTiming:
     try:
         pids = worker_procs.wait_until_idle(CONCURRENCY)
         preload = time.perf_counter() - t0 - startup
-        tracker = driver._tracker(cfg, None)
+        tracker = driver.tracker_for(cfg, None)
         tracker.client.search_experiments()  # creates the SQLite tables: once per storage
         watch = CpuWatch()
         watch.start()
@@ -162,7 +168,8 @@ cfg = _config(Path(sys.argv[1]))
 sequential(cfg, [])  # torch and the data set loaded before the start signal, as in the sweep's workers
 print("ready", flush=True)
 sys.stdin.readline()
-print(sequential(cfg, [int(s) for s in sys.argv[2].split(",")])[0], flush=True)
+print(sequential(cfg, [(float(x.split(":")[0]), int(x.split(":")[1])) for x in sys.argv[2].split(",")])[0],
+      flush=True)
 """
 
 
@@ -173,7 +180,7 @@ def plain_parallel(cfg, sequential_s: float) -> float:
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    groups = [",".join(str(s) for s in SEEDS[i::CONCURRENCY]) for i in range(CONCURRENCY)]
+    groups = [",".join(f"{lr}:{s}" for lr, s in TRAININGS[i::CONCURRENCY]) for i in range(CONCURRENCY)]
     procs = [subprocess.Popen([sys.executable, "-c", PLAIN, str(cfg.storage_path), g], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env) for g in groups]
     for p in procs:
@@ -212,7 +219,8 @@ def main() -> None:
     # drifts by 10% or more over minutes, and both sides of a ratio then see the same drift. The median of
     # the repeats is the figure; single runs here spread from about 1.09 to 1.33 at the same code.
     half = TRIALS // 2
-    halves = [SEEDS[:half], SEEDS[half:]]
+    halves = [TRAININGS[:half], TRAININGS[half:]]
+    print(f"{'2 groups x 3 repeats' if GROUPS else f'{TRIALS} single trials'} at concurrency {CONCURRENCY}")
     ratios = []
     with tempfile.TemporaryDirectory(prefix="gitsweep-bench-") as tmp:
         cfg = _config(Path(tmp))

@@ -62,8 +62,8 @@ def ekld_bands(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         x, m, lo, hi = (np.asarray(a, dtype=np.float64)[order] for a in (counts, mean, low, high))
         line = ax.plot(x, m, marker="o", ms=3, label=label)[0]
         ok = np.isfinite(lo) & np.isfinite(hi)
-        if ok.any():
-            ax.fill_between(x[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
+        if ok.any():  # eKLD is >= 0: a t-interval reaching below 0 is drawn from 0
+            ax.fill_between(x[ok], np.maximum(lo[ok], 0.0), hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xscale("log")
     ax.set_xlabel("training images in class")
     ax.set_ylabel(ylabel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -339,13 +340,15 @@ def best_record(cfg: SweepConfig, records: list[rs.TrialRecord]) -> rs.TrialReco
 def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any) -> None:
     states = Counter(r.status for r in records)
     print(f"\nsweep {cfg.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
-    best = best_record(cfg, records)
-    if best is not None:
+    objectives = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
+    rule = rs.best_rule(objectives)
+    if cfg.search.repeats > 1:
+        print_best_group(cfg, records, objectives, rule)
+    elif (best := best_record(cfg, records)) is not None:
         r = best.last
         values = rs.sampled_values(best.config)
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         metrics = ", ".join(f"{m} {r[m]:.4f}" for m in cfg.search.metric if m in r)
-        rule = rs.best_rule(list(zip(cfg.search.metric, cfg.search.mode, strict=True)))
         print(f"best trial {best.trial_id} ({rule}): {metrics} ({params})")
         if "ekld/head" in r:
             print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
@@ -354,6 +357,31 @@ def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any)
     print(f"Optuna study: {mr.executable('gitsweep')} dashboard {cfg.name}"
           + ("" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_uri or cfg.storage_path}"))
     print(f"experiment '{cfg.experiment}', parent run {tracker.parent_run_id}", flush=True)
+
+
+def print_best_group(cfg: SweepConfig, records: list[rs.TrialRecord], objectives: Sequence[tuple[str, str]],
+                     rule: str) -> None:
+    """The best configuration by its group means (what the search optimises), with their intervals."""
+    from sweeps.group_stats import summarize
+
+    by_group: dict[str, list[rs.TrialRecord]] = {}
+    for r in records:
+        if r.status == "TERMINATED":
+            by_group.setdefault(r.group_id, []).append(r)
+    gids = sorted(by_group)
+    means = [{m: summarize(x.last.get(m, float("nan")) for x in by_group[g]).mean for m, _ in objectives}
+             for g in gids]
+    i = rs.best_of(means, objectives)
+    if i is None:
+        return
+    members = by_group[gids[i]]
+    values = {k: v for k, v in rs.sampled_values(members[0].config).items() if k != cfg.search.repeat_over}
+    shown = []
+    for m, _ in objectives:
+        s = summarize(x.last.get(m, float("nan")) for x in members)
+        shown.append(f"{m} {s.mean:.4f} [95% CI {s.ci95_low:.4f}, {s.ci95_high:.4f}]")
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    print(f"best group {gids[i]} ({rule}, over its {len(members)} repeats): {'; '.join(shown)} ({params})")
 
 
 def print_groups(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord]) -> None:

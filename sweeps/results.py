@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,7 @@ def per_class_series(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
             for col, name in PER_CLASS_SERIES.items() if rows and col in rows[0]}
 
 
-def _sort_key(values: dict[str, float], objectives: list[tuple[str, str]]) -> tuple[float, ...]:
+def _sort_key(values: dict[str, float], objectives: Sequence[tuple[str, str]]) -> tuple[float, ...]:
     """Lexicographic, better first: NaN or missing after every number."""
     key = []
     for metric, mode in objectives:
@@ -173,19 +174,19 @@ def _sort_key(values: dict[str, float], objectives: list[tuple[str, str]]) -> tu
     return tuple(key)
 
 
-def best_of(rows: list[dict[str, float]], objectives: list[tuple[str, str]]) -> int | None:
+def best_of(rows: list[dict[str, float]], objectives: Sequence[tuple[str, str]]) -> int | None:
     """Index of the best row: by the first objective, ties broken by the next ones (best_rule says so)."""
     scored = [i for i, r in enumerate(rows) if r.get(objectives[0][0], float("nan")) == r.get(objectives[0][0])]
     return min(scored, key=lambda i: _sort_key(rows[i], objectives)) if scored else None
 
 
-def best_rule(objectives: list[tuple[str, str]]) -> str:
+def best_rule(objectives: Sequence[tuple[str, str]]) -> str:
     first = f"{'highest' if objectives[0][1] == 'max' else 'lowest'} {objectives[0][0]}"
     ties = [f"{'highest' if m == 'max' else 'lowest'} {k}" for k, m in objectives[1:]]
     return first + (f", ties broken by {', then '.join(ties)}" if ties else "")
 
 
-def pareto_front(rows: list[dict[str, float]], objectives: list[tuple[str, str]]) -> list[int]:
+def pareto_front(rows: list[dict[str, float]], objectives: Sequence[tuple[str, str]]) -> list[int]:
     """Indices of the rows no other row dominates (at least as good on every objective, better on one)."""
     def vec(r: dict[str, float]) -> list[float]:
         return [(-1 if m == "max" else 1) * r.get(k, float("nan")) for k, m in objectives]  # lower is better

@@ -155,6 +155,7 @@ class GroupSearch(Searcher):
             self._study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True,
                                               directions=directions, sampler=self.sampler)
             if not self._study.trials:
+                self._study.set_metric_names([m for m, _ in self.objectives])  # named in optuna-dashboard
                 for point in self.points:
                     self._study.enqueue_trial(point)
         return self._study
@@ -172,6 +173,8 @@ class GroupSearch(Searcher):
             trial = self.study.ask(self.space)
             number, params = trial.number, dict(trial.params)
         gid = f"g{len(self.groups):04d}"
+        trial_id = next(t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        self.study._storage.set_trial_user_attr(trial_id, "group_id", gid)  # the MLflow group run's id
         self.groups[gid] = Group(number, params)
         self.queue.extend((gid, r) for r in range(self.repeats))
         return gid

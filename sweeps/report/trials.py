@@ -175,8 +175,9 @@ def _json(v: Any) -> Any:
 def print_summary(summary: dict[str, Any]) -> None:
     best = summary["best"]
     if best:
-        print(f"best trial {best['trial_id']} ({summary['best_rule']}): {summary['metric']} "
-              f"{best.get(summary['metric'])}")
+        value = best.get(summary["metric"])
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"best trial {best['trial_id']} ({summary['best_rule']}): {summary['metric']} {shown}")
     imp = summary["importances"]
     if imp.get("importances"):
         print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp["importances"].items()))

@@ -232,10 +232,17 @@ class SweepTracker:
         if gid in self._groups:
             return self._groups[gid]
         tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "group", mr.GROUP_TAG: gid}
-        run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"group_{gid}",
+        repeat_key = self.base["search"]["repeat_over"]
+        values = ", ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                           for k, v in sorted(rs.sampled_values(config).items()) if k != repeat_key)
+        name = f"group_{gid}" + (f" ({values})" if values else "")  # legends of the chart view read as configs
+        run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=name,
                                                parent_run_id=self.parent_run_id, extra_tags=mr.provenance_tags())
         if created:
-            repeat_key = self.base["search"]["repeat_over"]
+            self.client.set_tag(run_id, mr.NOTE_TAG, f"Group {gid}: {values or 'the one configuration'}, run as "
+                                f"{self.repeats} repeats over `{repeat_key}` (nested below). Its metrics are means "
+                                "over the finished repeats with std and Student-t 95% intervals (m/std, "
+                                "m/ci95_low, m/ci95_high; step = repeats finished).")
             params = {k: v for k, v in flatten(to_dict(rs.trial_config(self.base, config))).items() if k != repeat_key}
             mr.log_params(self.client, run_id, {**params, "group.repeat_over": repeat_key,
                                                 "group.repeats": self.repeats})
