@@ -6,8 +6,9 @@ Ideal parallel time is sequential / 2 (two trials at once on two cores); the pri
 sweep / (sequential / 2) is the cost of the machinery (Tune's set-up, trial actors, checkpoints,
 reporting, MLflow writes); target <= 1.15. Both sides start timing in the same state: the
 sequential loop with torch imported and the data set built; the sweep once Ray is up and its prestarted
-workers have imported torch and the trial code (connect.WORKER_PRELOAD; they go on importing for a few
-seconds after ray.init returns) and the SQLite tables exist (once per storage). That start-up is paid
+workers have imported torch and the trial code (connect.WORKER_PRELOAD; they go on importing for seconds
+after ray.init returns, and mark the end with a file: worker_procs.wait_until_idle) and the SQLite tables
+exist (once per storage). That start-up is paid
 once per session and printed separately, with the ratio it would give if counted. The span from the
 first trial's start to the last one's end is printed as well: the rest is Tune's set-up and the final
 MLflow reconcile. BENCH_SWEEP_REPEATS sweeps (default 3), each against the sequential halves around it;

@@ -26,6 +26,11 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key (repeatable)")
 
 
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="sweep name or path")
+    p.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gitsweep", description="Generative Invariance Transfer sweeps")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,18 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(module="sweeps.commands.sweep", func="run")
 
     resume = sub.add_parser("resume", help="resume an interrupted sweep")
-    resume.add_argument("sweep", help="sweep name or path")
+    _sweep_args(resume)
     resume.add_argument("--restart-errored", action="store_true", help="also rerun errored trials")
     resume.add_argument("--address", help="Ray cluster address")
-    resume.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
     resume.add_argument("--verbose", action="store_true", help="one line per trial result (every epoch)")
     resume.set_defaults(module="sweeps.commands.sweep", func="resume")
 
     for name, text in (("status", "trials and groups: state, config, key metrics"),
                        ("report", "tables and plots, also logged to the parent run")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("sweep", help="sweep name or path")
-        p.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+        _sweep_args(p)
         p.set_defaults(module="sweeps.commands.inspect", func=name)
         if name == "report":
             p.add_argument("--contrast", metavar="KEY=VALUE[,KEY=VALUE]",
@@ -60,13 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--group-by", metavar="KEY", help="bias correlations within each value of a searched key")
 
     sync = sub.add_parser("sync", help="write what MLflow lacks of a sweep (after its server was away)")
-    sync.add_argument("sweep", help="sweep name or path")
-    sync.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    _sweep_args(sync)
     sync.set_defaults(module="sweeps.commands.sweep", func="sync")
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on 127.0.0.1 for the sweep's Optuna study")
-    dash.add_argument("sweep", help="sweep name or path")
-    dash.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
+    _sweep_args(dash)
     dash.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
     dash.set_defaults(module="sweeps.commands.inspect", func="dashboard")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gitlib.errors import ConfigError, UserError
-from sweeps import env
+from sweeps import env, worker_procs
 from sweeps.config import SweepConfig
 
 # What a trial imports, imported by the workers Ray prestarts with a local cluster while the driver sets
@@ -29,7 +29,8 @@ from sweeps.config import SweepConfig
 # unpickling the trial actor's class imports it, 1.2 s).
 WORKER_PRELOAD = ("torch", "torch._dynamo", "ray.tune", "pyarrow.parquet", "sweeps.trials.entry",
                   "sweeps.trials.classifier", "gitlib.data.builds", "gitlib.models.munit",
-                  "matplotlib.backends.backend_agg")  # the final figures
+                  "matplotlib.backends.backend_agg",  # the final figures
+                  "sweeps.worker_ready")  # last: marks the worker as done
 
 # Ray keeps at most as many idle workers as the node has CPUs *available*, and kills the rest once idle
 # for idle_worker_killing_time_threshold_ms (default 1 s). Tune reserves a trial's CPUs in a placement
@@ -117,6 +118,7 @@ def connect_ray(address: str | None) -> bool:
         # Ray runs workers at nice 15 by default; on a shared workstation the trials (the actual work)
         # would then lose the CPU to everything else. A cluster keeps its own setting.
         os.environ.setdefault("RAY_worker_niceness", "0")
+        os.environ[env.WORKERS_READY] = str(worker_procs.fresh_ready_dir())  # inherited by the local workers
         system = {"preload_python_modules": list(WORKER_PRELOAD),
                   "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",

@@ -9,6 +9,7 @@
     RAY_AUTH_TOKEN         Ray's token, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token;
     RAY_AUTH_TOKEN_PATH    only whether one is there is read here: the token itself stays with Ray
     RAY_USE_TLS            Ray's TLS (the cluster address is then not checked in plain gRPC first)
+    GITSWEEP_WORKERS_READY internal: set by sweeps.connect for a local Ray's workers (sweeps.worker_ready)
 
 Settings gitsweep hands to Ray and Tune (their own variables) are written in sweeps.connect.
 """
@@ -66,3 +67,11 @@ def ray_default_token_file() -> Path:
 
 def ray_use_tls() -> bool:
     return (_get("RAY_USE_TLS") or "0").strip().lower() in ("1", "true")
+
+
+WORKERS_READY = "GITSWEEP_WORKERS_READY"
+
+
+def workers_ready_dir() -> Path | None:
+    raw = _get(WORKERS_READY)
+    return Path(raw) if raw else None

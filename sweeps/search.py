@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,9 @@ class GroupSearch(Searcher):
             self._study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True,
                                               directions=directions, sampler=self.sampler)
             if not self._study.trials:
-                self._study.set_metric_names([m for m, _ in self.objectives])  # named in optuna-dashboard
+                with warnings.catch_warnings():  # experimental since Optuna 3.2, and still the way to name them
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._study.set_metric_names([m for m, _ in self.objectives])  # named in optuna-dashboard
                 for point in self.points:
                     self._study.enqueue_trial(point)
         return self._study

@@ -1,14 +1,17 @@
 """This machine's Ray worker processes as /proc shows them (Linux): which wait for work, and their CPU.
 
 Ray renames a worker process `ray::IDLE` while it has nothing to run. A local cluster's prestarted
-workers go on importing `connect.WORKER_PRELOAD` for a few seconds after ray.init returns; the sweep
-benchmark waits for that, and the tests use it to check which processes the trials reuse.
+workers go on importing `connect.WORKER_PRELOAD` for seconds after ray.init returns, and the last
+import (sweeps.worker_ready) leaves a file under `ready_dir()`; the sweep benchmark waits for that, and
+the tests use it to check which processes the trials reuse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,16 +52,27 @@ def idle_workers() -> dict[int, float]:
     return {pid: t for pid, t in all_cpu_seconds(b"ray::IDLE").items() if descends_from(pid, me)}
 
 
-def wait_until_idle(count: int, timeout_s: float = 60.0) -> set[int]:
-    """Wait until `count` idle workers exist and each used under 5% of a core over the last 0.5 s (done
-    importing); returns their pids, or what there is at the timeout. Not by running a warm-up task: a
-    worker that ran a task is never given an actor (a trial) afterwards."""
+def ready_dir() -> Path:
+    """Where this process's local Ray workers mark the end of their preload (sweeps.worker_ready)."""
+    return Path(tempfile.gettempdir()) / f"gitsweep-workers-{os.getpid()}"
+
+
+def fresh_ready_dir() -> Path:
+    """ready_dir(), emptied of an earlier local Ray's marks (pids are reused)."""
+    shutil.rmtree(ready_dir(), ignore_errors=True)
+    return ready_dir()
+
+
+def wait_until_idle(count: int, timeout_s: float = 120.0) -> set[int]:
+    """Wait until `count` of this process's local Ray workers are idle and done with their preload;
+    returns their pids, or those there are at the timeout. Not by running a warm-up task: a worker that
+    ran a task is never given an actor (a trial) afterwards."""
     deadline = time.monotonic() + timeout_s
-    before = idle_workers()
+    ready: set[int] = set()
     while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = idle_workers()
-        if len(now) >= count and all(now[p] - before.get(p, 0.0) < 0.025 for p in now):
-            return set(now)
-        before = now
-    return set(before)
+        marked = {int(p.name) for p in ready_dir().glob("*") if p.name.isdigit()}
+        ready = set(idle_workers()) & marked
+        if len(ready) >= count:
+            break
+        time.sleep(0.2)
+    return ready

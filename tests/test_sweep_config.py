@@ -20,9 +20,15 @@ def test_every_preset_loads() -> None:
     assert {"k49-bg-lt", "k49-dil-lt", "k49-rot-lt", "cifar10-lt", "cifar100-lt", "gtsrb-lt"} <= set(names)
     for name in names:
         cfg, _ = load_config(name)
-        # the bundled classifier presets search the augmentation share; the MSR one its problem x model grid
-        searched = {"msr.problem", "msr.model"} if cfg.trial == "msr" else {"classifier.gen_frac"}
-        assert searched <= set(cfg.search.space), name
+        # classifier presets search the augmentation (its share, or GIT against the baseline and the oracle);
+        # the MSR one its problem x model grid; the generator one MUNIT's own knobs
+        space = set(cfg.search.space)
+        if cfg.trial == "msr":
+            assert {"msr.problem", "msr.model"} <= space, name
+        elif cfg.trial == "generator":
+            assert space and all(k.startswith("generator.") for k in space), name
+        else:
+            assert space & {"classifier.gen_frac", "classifier.augment"}, name
 
 
 def test_set_on_searched_key_pins_it() -> None:

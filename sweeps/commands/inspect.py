@@ -94,6 +94,9 @@ def report(args: argparse.Namespace) -> int:
     selectors = (parse_selector(args.contrast, "--contrast"), parse_selector(args.vs, "--vs")) if args.vs else None
     paths = find_sweep(args.sweep, args.storage)
     cfg, _ = load_config(str(paths.config))
+    if selectors and cfg.search.repeats < 2:
+        raise ConfigError("--contrast", f"pairs the repeats of two groups, and sweep '{args.sweep}' ran one trial "
+                          "per configuration (search.repeats: 1)")
     out = write_report(cfg, paths, trial_records(paths), selectors, args.group_by)
     print(f"report written to {out}")
     return 0

@@ -76,7 +76,9 @@ def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
     summary["pareto_front"] = pareto(cfg, models.reset_index(drop=True), out)
     table.to_csv(out / "groups.csv", index=False)
     table.to_parquet(out / "groups.parquet", index=False)
-    rows = contrasts(cfg, groups, paths.results, out, selectors) if cfg.trial == "classifier" else pd.DataFrame()
+    # A contrast pairs repeats: with one trial per configuration there is no spread to give it a CI.
+    paired = cfg.trial == "classifier" and cfg.search.repeats > 1
+    rows = contrasts(cfg, groups, paths.results, out, selectors) if paired else pd.DataFrame()
     if cfg.trial == "msr":
         summary["msr_table"] = msr_table(groups, out)
     summary["groups"] = len(groups)

@@ -186,6 +186,8 @@ def format_contrast(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> st
 
 def format_groups(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:
     """One line per group: its kind, repeats finished and each metric's mean [95% CI]."""
+    keys = [k for k in table.columns if "." in k and "/" not in k]
+    varied = [k for k in keys if table[k].astype(str).nunique() > 1] or keys  # what tells the groups apart
     lines = []
     for _, r in table.iterrows():
         parts = []
@@ -193,8 +195,7 @@ def format_groups(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str
             if m in r and isinstance(r[m], float) and math.isfinite(r[m]):
                 lo, hi = r.get(f"{m}_ci95_low", math.nan), r.get(f"{m}_ci95_high", math.nan)
                 parts.append(f"{m} {r[m]:.4f} [{lo:.4f}, {hi:.4f}]")
-        values = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in r.items()
-                           if "." in k and not k.startswith("classifier.augment") and "/" not in k and v == v)
+        values = ", ".join(f"{k.split('.')[-1]}={_short(r[k])}" for k in varied if r[k] == r[k])
         lines.append(f"  {r['group_id']} ({values}) {int(r['finished'])}/{int(r['repeats'])} finished  "
                      + "  ".join(parts))
     return "\n".join(lines)

@@ -127,6 +127,14 @@ def log_params(c: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
         c.log_batch(run_id, params=items[i : i + 100])
 
 
+def set_tags(c: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    """Tags in one call; setting a tag again to its value is a no-op."""
+    from mlflow.entities import RunTag
+
+    if tags:
+        c.log_batch(run_id, tags=[RunTag(k, v) for k, v in sorted(tags.items())])
+
+
 def _param_value(v: Any) -> str:
     text = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
     return redact_uri(text)[:6000]

@@ -198,12 +198,12 @@ class SweepTracker:
         parent = self.group_run(config) if grouped else self.parent_run_id  # repeats nest in their group
         run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"trial_{trial_id}",
                                                parent_run_id=parent, extra_tags=mr.provenance_tags())
-        if created:
-            cfg = rs.trial_config(self.base, config)
-            mr.log_params(self.client, run_id, flatten(to_dict(cfg)))
-            for key, value in rs.sampled_values(config).items():  # the searched values, easy to filter on
-                self.client.set_tag(run_id, f"gitsweep.param.{key}", str(value))
-        else:
+        # Also for a found run: a driver killed between creating the run and logging its params left it
+        # without them (log_params writes only what is missing).
+        mr.log_params(self.client, run_id, flatten(to_dict(rs.trial_config(self.base, config))))
+        mr.set_tags(self.client, run_id, {f"gitsweep.param.{k}": str(v)  # the searched values, easy to filter on
+                                          for k, v in rs.sampled_values(config).items()})
+        if not created:
             if self._has_error(run_id):  # restarted after a failure: the old reason no longer holds
                 self.client.delete_tag(run_id, mr.ERROR_TAG)
             self._steps[run_id] = self._logged_steps(run_id)  # a resumed run: what it holds already
@@ -236,19 +236,17 @@ class SweepTracker:
         values = ", ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                            for k, v in sorted(rs.sampled_values(config).items()) if k != repeat_key)
         name = f"group_{gid}" + (f" ({values})" if values else "")  # legends of the chart view read as configs
-        run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=name,
+        run_id, _ = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=name,
                                                parent_run_id=self.parent_run_id, extra_tags=mr.provenance_tags())
-        if created:
-            self.client.set_tag(run_id, mr.NOTE_TAG, f"Group {gid}: {values or 'the one configuration'}, run as "
-                                f"{self.repeats} repeats over `{repeat_key}` (nested below). Its metrics are means "
-                                "over the finished repeats with std and Student-t 95% intervals (m/std, "
-                                "m/ci95_low, m/ci95_high; step = repeats finished).")
-            params = {k: v for k, v in flatten(to_dict(rs.trial_config(self.base, config))).items() if k != repeat_key}
-            mr.log_params(self.client, run_id, {**params, "group.repeat_over": repeat_key,
-                                                "group.repeats": self.repeats})
-            for key, value in rs.sampled_values(config).items():
-                if key != repeat_key:
-                    self.client.set_tag(run_id, f"gitsweep.param.{key}", str(value))
+        # Written for a found run too: a driver killed right after creating it left it bare (both are no-ops
+        # when already there).
+        note = (f"Group {gid}: {values or 'the one configuration'}, run as {self.repeats} repeats over "
+                f"`{repeat_key}` (nested below). Its metrics are means over the finished repeats with std and "
+                "Student-t 95% intervals (m/std, m/ci95_low, m/ci95_high; step = repeats finished).")
+        params = {k: v for k, v in flatten(to_dict(rs.trial_config(self.base, config))).items() if k != repeat_key}
+        mr.log_params(self.client, run_id, {**params, "group.repeat_over": repeat_key, "group.repeats": self.repeats})
+        mr.set_tags(self.client, run_id, {mr.NOTE_TAG: note, **{f"gitsweep.param.{k}": str(v) for k, v in
+                                                                 rs.sampled_values(config).items() if k != repeat_key}})
         self._groups[gid] = run_id
         return run_id
 

@@ -73,43 +73,43 @@ def test_server_outage_mid_sweep_then_after_it(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{port}"
     env = {**base_env(), "PYTHONPATH": str(ROOT)}
     server = start_server(tmp_path, port)
-    cmd = [sys.executable, "-m", "sweeps", "run", str(sweep_config(tmp_path, "outage", LONG)), "--storage",
-           str(tmp_path / "store"), "--tracking-uri", uri]
-    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)
-    try:
-        while not [r for r in trial_runs(uri, "outage") if "val/acc" in r.data.metrics]:
-            assert run.poll() is None, run.communicate()[0]
-            time.sleep(0.5)  # the sweep is training and logging
-        stop_group(server)
-        print(f"server stopped at {time.strftime('%H:%M:%S')}")
-        time.sleep(5)  # trials go on meanwhile (and while it restarts); the driver holds the writes
-        server = start_server(tmp_path, port)
-        print(f"server back at {time.strftime('%H:%M:%S')}")
-        out = run.communicate(timeout=400)[0]
-    finally:
-        stop_group(run)
-    print(out)
-    assert run.returncode == 0, out
-    assert "MLflow server unreachable" in out and "MLflow server back after" in out
-    assert_complete(uri, "outage", 2, LONG)
+    try:  # whatever fails, no server outlives the test
+        cmd = [sys.executable, "-m", "sweeps", "run", str(sweep_config(tmp_path, "outage", LONG)), "--storage",
+               str(tmp_path / "store"), "--tracking-uri", uri]
+        run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+        try:
+            while not [r for r in trial_runs(uri, "outage") if "val/acc" in r.data.metrics]:
+                assert run.poll() is None, run.communicate()[0]
+                time.sleep(0.5)  # the sweep is training and logging
+            stop_group(server)
+            print(f"server stopped at {time.strftime('%H:%M:%S')}")
+            time.sleep(5)  # trials go on meanwhile (and while it restarts); the driver holds the writes
+            server = start_server(tmp_path, port)
+            print(f"server back at {time.strftime('%H:%M:%S')}")
+            out = run.communicate(timeout=400)[0]
+        finally:
+            stop_group(run)
+        print(out)
+        assert run.returncode == 0, out
+        assert "MLflow server unreachable" in out and "MLflow server back after" in out
+        assert_complete(uri, "outage", 2, LONG)
 
-    # The server goes away and the sweep ends before it is back: the writes wait on disk for `sync`.
-    cmd[4] = str(sweep_config(tmp_path, "late", SHORT))
-    late = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        while not trial_runs(uri, "late"):
-            assert late.poll() is None, late.communicate()[0]
-            time.sleep(0.5)
-        stop_group(server)
-        out = late.communicate(timeout=400)[0]
-    finally:
-        stop_group(late)
-    assert late.returncode == 1 and "gitsweep sync late" in out, out  # says what to do, loses nothing
-    assert (tmp_path / "store" / "sweeps" / "late" / "mlflow_outbox.json").is_file()
-    server = start_server(tmp_path, port)
-    try:
+        # The server goes away and the sweep ends before it is back: the writes wait on disk for `sync`.
+        cmd[4] = str(sweep_config(tmp_path, "late", SHORT))
+        late = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            while not trial_runs(uri, "late"):
+                assert late.poll() is None, late.communicate()[0]
+                time.sleep(0.5)
+            stop_group(server)
+            out = late.communicate(timeout=400)[0]
+        finally:
+            stop_group(late)
+        assert late.returncode == 1 and "gitsweep sync late" in out, out  # says what to do, loses nothing
+        assert (tmp_path / "store" / "sweeps" / "late" / "mlflow_outbox.json").is_file()
+        server = start_server(tmp_path, port)
         sync = subprocess.run([sys.executable, "-m", "sweeps", "sync", "late", "--storage", str(tmp_path / "store")],
                               env=env, capture_output=True, text=True, timeout=200)
         assert sync.returncode == 0, sync.stdout + sync.stderr

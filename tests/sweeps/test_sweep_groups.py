@@ -30,6 +30,9 @@ def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
     out = res.stdout + res.stderr
     assert res.returncode == 1, out  # one repeat failed: the sweep says so
     assert "GIT - baseline, paired by repeat:" in res.stdout and "n=2" in res.stdout  # the closing contrast
+    # Not a terminal: a line per trial start and end, no per-epoch lines, no Ray / MLflow start-up chatter.
+    assert " epoch " not in out and "Token authentication" not in out and "INFO mlflow" not in out, out
+    assert res.stdout.count(" started ") == 6 and len(out.splitlines()) < 60, out
 
     runs = mlflow_runs(storage, "groups")
     parent = next(r for r in runs if r.data.tags.get("gitsweep.role") == "sweep")

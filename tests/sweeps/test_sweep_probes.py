@@ -56,6 +56,11 @@ def test_probes_logged_and_correlated_across_trials(tmp_path: Path, storage: Pat
             assert row.n == ok.sum()
     for name in ("bias_correlations.png", "bias_matrix.png", "bias_head_vs_tail.png"):
         assert (folder / name).stat().st_size > 5000, name  # drawn: 5 models are enough
+    assert "contrast" not in report.stdout and not (folder / "contrast.csv").exists()  # one trial per configuration
+
+    # rule: a contrast pairs repeats, so a sweep without them is refused, naming the option
+    refused = run_cli(["report", "probed", "--storage", str(storage), "--contrast", "seed=0", "--vs", "seed=1"])
+    assert refused.returncode == 2 and "--contrast" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_group_by_and_too_few_models(tmp_path: Path) -> None:

@@ -70,3 +70,19 @@ def test_points_older_than_the_flush_interval_are_written_at_the_next_step(
     time.sleep(1.1)
     callback.on_step_end(iteration=2, trials=[])  # no new result needed: Tune steps every 0.1 s or sooner
     assert [s for s, _, _ in _history(tracker, "train/loss")] == [1]
+
+
+def test_a_run_left_bare_by_a_killed_driver_gets_its_params_on_resume(tmp_path: Path) -> None:
+    tracker = _tracker(tmp_path)
+    tags = {mr.SWEEP_TAG: "s", mr.ROLE_TAG: tracker.role, mr.TRIAL_TAG: "t1"}
+    # what a driver killed between create_run and log_params leaves behind
+    bare, created = mr.get_or_create_run(tracker.client, tracker.experiment_id, tags, run_name="trial_t1",
+                                         parent_run_id=tracker.parent_run_id)
+    assert created and not tracker.client.get_run(bare).data.params
+
+    resumed = tracking.SweepTracker(tracker.uri, "buffer", "s", tracker.base, str(tmp_path / "artifacts"),
+                                     parent_run_id=tracker.parent_run_id)
+    assert resumed.trial_run("t1", {"seed": 3}) == bare  # the same run, not a second one
+    params = resumed.client.get_run(bare).data.params
+    assert params["seed"] == "3" and params["dataset.nuisance"] == "background"
+    assert resumed.client.get_run(bare).data.tags["gitsweep.param.seed"] == "3"
