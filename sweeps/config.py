@@ -325,12 +325,18 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
     """Load, override and validate. Returns the config and the searched keys pinned by `--set`."""
     data = read_yaml(config)
     pinned: list[str] = []
+    dropped: list[str] = []
     space = (data.get("search") or {}).get("space") or {}
     for item in overrides or []:
         key, value = parse_set(item)
         if key.startswith("search.space."):
-            # searched keys are dotted themselves: `search.space.classifier.lr={...}` adds one entry
-            space[key.removeprefix("search.space.")] = value
+            # searched keys are dotted themselves: `search.space.classifier.lr={...}` adds one entry, and
+            # `=null` drops one, as a null does in a YAML that extends another
+            if value is None:
+                space.pop(key.removeprefix("search.space."), None)
+                dropped.append(key.removeprefix("search.space."))
+            else:
+                space[key.removeprefix("search.space.")] = value
             data.setdefault("search", {})["space"] = space
             continue
         if key in space:
@@ -339,9 +345,10 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
         set_dotted(data, key, value)
     _refuse_set_on_repeat_key(data, [parse_set(item)[0] for item in overrides or []])
     points = (data.get("search") or {}).get("points_to_evaluate")
-    if pinned and isinstance(points, list):  # pinned keys leave the warm-start points too
-        data["search"]["points_to_evaluate"] = [
-            {k: v for k, v in p.items() if k not in pinned} if isinstance(p, dict) else p for p in points]
+    gone = {*pinned, *dropped}
+    if gone and isinstance(points, list):  # pinned or dropped keys leave the warm-start points too
+        points = [{k: v for k, v in p.items() if k not in gone} if isinstance(p, dict) else p for p in points]
+        data["search"]["points_to_evaluate"] = [p for p in points if p != {}]  # nothing left to warm-start
     return from_dict(SweepConfig, data), pinned
 
 

@@ -39,6 +39,13 @@ def test_set_on_searched_key_pins_it() -> None:
     assert cfg.classifier.gen_frac == 0.3
 
 
+def test_set_adds_and_drops_searched_keys() -> None:
+    cfg, _ = load_config("demo", ["search.space.classifier.gen_frac=null",
+                                  "search.space.seed={type: categorical, choices: [0, 1]}", "search.repeats=1"])
+    assert set(cfg.search.space) == {"seed"}  # null drops an entry, as in a YAML that extends another
+    assert cfg.search.space["seed"]["choices"] == [0, 1] and cfg.search.points_to_evaluate == ()
+
+
 def test_set_parses_yaml_values() -> None:
     cfg, _ = load_config("k49-bg-lt", ["classifier.milestones=[10, 20]", "dataset.root=/data/k49"])
     assert cfg.classifier.milestones == (10, 20)

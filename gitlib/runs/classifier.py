@@ -19,6 +19,7 @@ import torch
 from gitlib.augmenter import Augmenter
 from gitlib.data.dataset import BuiltDataset
 from gitlib.data.nuisances import nuisance_for_spec
+from gitlib.metrics import accuracy as acc
 from gitlib.metrics.evaluate import final_metrics, validation_metrics
 from gitlib.models.resnet import inference_copy
 from gitlib.probes import run_probes
@@ -90,6 +91,10 @@ def run_classifier(cfg: ClassifierConfig, data: BuiltDataset, seed: int, device:
         stopped = should_stop is not None and trainer.epoch < cfg.epochs and should_stop(trainer)
     final, table = final_metrics(trainer.model, data, ekld_transform(data, generator), cfg.ekld_samples,
                                  cfg.ekld_per_class, trainer.seed, device, trainer.precision)
+    seen = trainer.generated_seen.cpu().numpy()
+    table = table.append_column("generated_seen", pa.array(seen.astype(np.int64)))
+    head, tail = acc.head_tail(seen, data.class_counts)
+    final.update({"git/generated_seen_head": head, "git/generated_seen_tail": tail})
     curves: dict[str, dict[int, float]] = {}
     if probes:
         found, table, curves = probe(trainer, data, probes, trainer.seed, table)

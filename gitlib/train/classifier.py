@@ -88,6 +88,8 @@ class ClassifierTrainer:
                                       dtype=torch.float32, device=device)
         self.rng = seeded_rng(self.seed, device)
         self.epoch = 0  # completed epochs
+        # Augmented images trained on, per class: how much of GIT (or the oracle) each class actually saw.
+        self.generated_seen = torch.zeros(data.num_classes, dtype=torch.int64, device=device)
 
     def augment_active(self, epoch: int) -> bool:
         return self.augmenter is not None and epoch >= self.cfg.resolved_augment_start
@@ -98,10 +100,12 @@ class ClassifierTrainer:
         assert self.augmenter is not None
         with torch.no_grad():
             if self.cfg.git_threshold is None:
+                self.generated_seen += torch.bincount(y, minlength=self.generated_seen.numel())
                 return self.augmenter.sample(self.augment_x[idx].float().div_(255.0), self.rng).float()
             keep = torch.rand(y.shape[0], generator=self.rng, device=self.device) < self.keep_prob[y]
             out = self.train_x[idx].float().div_(255.0)
             kept = keep.nonzero(as_tuple=True)[0]
+            self.generated_seen += torch.bincount(y[kept], minlength=self.generated_seen.numel())
             if kept.numel() == 0:
                 return out
             src = self.augment_x[idx[kept]].float().div_(255.0)
@@ -186,6 +190,7 @@ class ClassifierTrainer:
             "seed": self.seed,
             "generator": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),  # an augmenter may draw from the global RNG
+            "generated_seen": self.generated_seen.cpu(),
             "config": to_dict(self.cfg),
         }
         if torch.cuda.is_available():
@@ -199,5 +204,7 @@ class ClassifierTrainer:
         self.epoch = int(state["epoch"])
         self.rng.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
+        if "generated_seen" in state:  # absent from checkpoints written before it was counted
+            self.generated_seen.copy_(state["generated_seen"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])

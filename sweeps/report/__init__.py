@@ -74,6 +74,8 @@ def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
     if cfg.trial == "classifier":
         summary["biases"] = write_bias_report(models.reset_index(drop=True), out, group_by)
     summary["pareto_front"] = pareto(cfg, models.reset_index(drop=True), out)
+    if cfg.trial == "classifier" and cfg.search.repeats > 1:  # with repeats: bands, not single draws
+        summary["ekld_curves"] = gr.groups_figure(groups, list(cfg.search.space), out / "ekld_vs_class_size.png")
     table.to_csv(out / "groups.csv", index=False)
     table.to_parquet(out / "groups.parquet", index=False)
     # A contrast pairs repeats: with one trial per configuration there is no spread to give it a CI.

@@ -29,7 +29,7 @@ from sweeps.group_stats import GroupResult, aligned, group_result, paired_contra
 # Keys that make a configuration GIT rather than its baseline: the default contrast ignores them.
 TREATMENT_KEYS = ("classifier.augment", "classifier.gen_frac", "classifier.git_start_epoch",
                   "classifier.git_threshold")
-HEADLINE = ("ekld/tail", "test/balanced_acc")  # what the run's closing summary shows of a contrast
+HEADLINE = ("ekld/tail", "ekld/mean", "test/balanced_acc")  # what the closing summary and the report print
 PER_CLASS_DIFFS = ("ekld", "accuracy")
 
 
@@ -172,6 +172,25 @@ def contrast_figure(a: Group, b: Group, keys: Sequence[str], path: Path) -> Path
         curves[label(g, keys)] = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
                                   t["ekld_ci95_high"].to_numpy())
     return ekld_bands(curves, path, f"eKLD vs class size: {a.result.group_id} vs {b.result.group_id} (95% bands)")
+
+
+def groups_figure(groups: Sequence[Group], keys: Sequence[str], path: Path, limit: int = 8) -> list[str]:
+    """Every group's mean eKLD against class size with its 95% band over repeats, on one shared axis (the
+    first `limit` groups with per-class results); returns the groups drawn."""
+    from gitlib.plots import ekld_bands
+
+    curves = {}
+    for g in groups:
+        t = g.result.per_class
+        if t is None or "ekld" not in t or not np.isfinite(t["ekld"].to_numpy(dtype=float)).any():
+            continue
+        curves[label(g, keys)] = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
+                                  t["ekld_ci95_high"].to_numpy())
+        if len(curves) == limit:
+            break
+    if curves:
+        ekld_bands(curves, path, "eKLD vs class size: every group, mean and 95% band over its repeats")
+    return [k.split(" ")[0] for k in curves]
 
 
 def format_contrast(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:

@@ -14,7 +14,7 @@ from gitlib.configs import to_dict
 from sweeps import results as rs
 from sweeps.config import SweepConfig
 
-RESULT_PREFIXES = ("test", "ekld", "val", "consistency", "preservation", "diversity", "probe", "meta_test",
+RESULT_PREFIXES = ("test", "ekld", "val", "consistency", "git", "preservation", "diversity", "probe", "meta_test",
                    "meta_train", "msr")  # the trial table's metric columns
 SURFACE_KEYS = ("classifier.gen_frac", "dataset.imbalance_ratio")
 SURFACE_METRICS = (("test/balanced_acc", "balanced test accuracy"), ("ekld/tail", "tail eKLD"))
@@ -111,13 +111,14 @@ def _native(v: Any) -> Any:
 
 
 def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -> dict[str, Any]:
-    """eKLD against class size: the best GIT trial (gen_frac > 0) against the best baseline."""
+    """eKLD against class size: the best GIT trial (gen_frac > 0) against the best baseline (no augmentation;
+    the oracle is neither)."""
     from matplotlib.figure import Figure
 
     metric, objectives = cfg.search.metric[0], objectives_of(cfg)
-    git_mask = df["classifier.augment"] == "git"
+    git_mask = df["classifier.augment"] == "git"  # the effective augment: gen_frac 0 reads as none
     git = _best(df[git_mask], objectives)
-    base = df[~git_mask]
+    base = df[df["classifier.augment"] == "none"]
     if git is not None:  # compare like with like: the baseline at the GIT trial's data set, when there is one
         same = base
         for key in (k for k in cfg.search.space if k.startswith("dataset.") and k in df):

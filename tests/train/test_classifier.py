@@ -94,6 +94,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(data: BuiltDataset, overrid
     # bit-identical weights and batch-norm statistics: nothing random escaped the checkpoint
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(full.rng.get_state(), resumed.rng.get_state())
+    assert torch.equal(full.generated_seen, resumed.generated_seen)  # the count survives the checkpoint too
 
 
 def test_different_seeds_give_different_models(data: BuiltDataset) -> None:
@@ -114,6 +115,7 @@ def test_gen_frac_share_and_delayed_start(data: BuiltDataset) -> None:
     n, b = len(data.train_y), cfg.batch_size
     sizes = [min(b, n - s) for s in range(0, n, b)]
     assert aug.seen == sum(round(0.25 * s) for s in sizes)  # a quarter of every batch is generated
+    assert int(trainer.generated_seen.sum()) == aug.seen  # and counted per class
 
 
 def test_oracle_starts_at_once_and_git_after_first_drop() -> None:
@@ -132,6 +134,11 @@ def test_class_size_threshold(data: BuiltDataset) -> None:
     ClassifierTrainer(replace(cfg, git_threshold=20), data, 0, CPU, some_kept).run_epoch()
     ClassifierTrainer(cfg, data, 0, CPU, all_kept).run_epoch()
     assert 0 < some_kept.seen < all_kept.seen  # only small classes, and those only sometimes
+    counted = ClassifierTrainer(replace(cfg, git_threshold=20), data, 0, CPU, CountingAugmenter())
+    counted.run_epoch()
+    big = torch.as_tensor(data.class_counts >= 20)
+    # only kept generated images count, and classes at or above the threshold keep none
+    assert int(counted.generated_seen.sum()) == some_kept.seen and not counted.generated_seen[big].any()
 
 
 def test_nan_loss_raises_a_clear_error(data: BuiltDataset) -> None:
@@ -162,7 +169,9 @@ def test_run_classifier_final_metrics_and_table(data: BuiltDataset) -> None:
         assert key in m
     assert 0.0 <= m["test/balanced_acc"] <= 1.0
     assert m["ekld/mean"] > 0 and -1.0 <= m["ekld/size_spearman"] <= 1.0
-    assert tuple(result.per_class.column_names) == COLUMNS
+    assert tuple(result.per_class.column_names) == (*COLUMNS, "generated_seen")
+    assert result.per_class.column("generated_seen").to_pylist() == [0] * data.num_classes  # no augmentation
+    assert m["git/generated_seen_tail"] == m["git/generated_seen_head"] == 0
     assert result.per_class.column("train_count").to_pylist() == data.class_counts.tolist()
     ekld = np.asarray(result.per_class.column("ekld").to_pylist())
     assert np.isfinite(ekld).all() and (ekld >= 0).all()
