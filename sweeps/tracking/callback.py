@@ -139,6 +139,7 @@ class SweepCallback(tune.Callback):
         self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
         self._deadline: float | None = None  # search.time_budget_s, counted from this session's first step
         self._asked: set[str] = set()
+        self._quiet_restart: set[str] = set()  # trials whose restart after a non-retryable failure goes unannounced
 
     def __getstate__(self) -> dict[str, Any]:
         return {"cfg": self.cfg, "paths": self.index.paths, "tracker": self.tracker,
@@ -148,7 +149,7 @@ class SweepCallback(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled by a restored Tuner: the index is read again from disk, the display starts afresh."""
         self.cfg, self.tracker, self._final_due = state["cfg"], state["tracker"], {}
-        self._deadline, self._asked = None, set()
+        self._deadline, self._asked, self._quiet_restart = None, set(), set()
         self.index = TrialIndex(state["paths"])
         self.progress = Progress(*state["progress"])
         self.outbox = Outbox(self.tracker, self.progress.note)
@@ -163,6 +164,9 @@ class SweepCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.index.update(trial)
         self.outbox.send("trial_run", trial.trial_id, trial.config)
+        if trial.trial_id in self._quiet_restart:
+            self._quiet_restart.discard(trial.trial_id)
+            return
         self.progress.started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -188,7 +192,11 @@ class SweepCallback(tune.Callback):
         self.progress.finished(trial.trial_id, trial.config, rec.last)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.progress.note(f"{trial.trial_id} failed, retrying from its last checkpoint: {trial_error(trial)}")
+        error = trial_error(trial)
+        if "NonRetryable" in error:  # the retry only reads the failure back and ends: its FAILED line says it
+            self._quiet_restart.add(trial.trial_id)
+            return
+        self.progress.note(f"{trial.trial_id} failed, retrying from its last checkpoint: {error}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self.index.update(trial, failed=True)
