@@ -263,9 +263,12 @@ def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any, callback: Any = No
             raise
         raise OutageError(paths, getattr(callback, "outbox", None) or _empty_outbox(tracker)) from None
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
-    print_summary(cfg, records, tracker)
-    if cfg.search.repeats > 1:
-        print_groups(cfg, paths, records)
+    from sweeps.report.groups import collect_groups
+
+    groups = collect_groups(cfg, records, paths.results) if cfg.search.repeats > 1 else []
+    print_summary(cfg, records, tracker, groups)
+    if groups:
+        print_groups(cfg, groups)
     if errored or unfinished:
         if cfg.storage_uri is not None:
             extra = f" --storage {cfg.storage_uri}"
@@ -337,19 +340,19 @@ def best_record(cfg: SweepConfig, records: list[rs.TrialRecord]) -> rs.TrialReco
     return None if i is None else done[i]
 
 
-def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any) -> None:
+def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any, groups: Sequence[Any] = ()) -> None:
+    """States, the best trial (with repeats: the best group), and where to look. `groups`: the sweep's
+    groups (sweeps.report.groups.collect_groups) when it runs repeats."""
     states = Counter(r.status for r in records)
     print(f"\nsweep {cfg.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     objectives = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
     rule = rs.best_rule(objectives)
-    if cfg.search.repeats > 1:
-        print_best_group(cfg, records, objectives, rule)
+    if groups:
+        print_best_group(groups, objectives, rule)
     elif (best := best_record(cfg, records)) is not None:
         r = best.last
-        values = rs.sampled_values(best.config)
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         metrics = ", ".join(f"{m} {r[m]:.4f}" for m in cfg.search.metric if m in r)
-        print(f"best trial {best.trial_id} ({rule}): {metrics} ({params})")
+        print(f"best trial {best.trial_id} ({rule}): {metrics} ({rs.describe(rs.sampled_values(best.config), True)})")
         if "ekld/head" in r:
             print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
                   f"(Spearman with class size {r.get('ekld/size_spearman', float('nan')):.2f})")
@@ -359,36 +362,23 @@ def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any)
     print(f"experiment '{cfg.experiment}', parent run {tracker.parent_run_id}", flush=True)
 
 
-def print_best_group(cfg: SweepConfig, records: list[rs.TrialRecord], objectives: Sequence[tuple[str, str]],
-                     rule: str) -> None:
+def print_best_group(groups: Sequence[Any], objectives: Sequence[tuple[str, str]], rule: str) -> None:
     """The best configuration by its group means (what the search optimises), with their intervals."""
-    from sweeps.group_stats import summarize
-
-    by_group: dict[str, list[rs.TrialRecord]] = {}
-    for r in records:
-        if r.status == "TERMINATED":
-            by_group.setdefault(r.group_id, []).append(r)
-    gids = sorted(by_group)
-    means = [{m: summarize(x.last.get(m, float("nan")) for x in by_group[g]).mean for m, _ in objectives}
-             for g in gids]
-    i = rs.best_of(means, objectives)
+    i = rs.best_of([g.result.metrics for g in groups], objectives)
     if i is None:
         return
-    members = by_group[gids[i]]
-    values = {k: v for k, v in rs.sampled_values(members[0].config).items() if k != cfg.search.repeat_over}
-    shown = []
-    for m, _ in objectives:
-        s = summarize(x.last.get(m, float("nan")) for x in members)
-        shown.append(f"{m} {s.mean:.4f} [95% CI {s.ci95_low:.4f}, {s.ci95_high:.4f}]")
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    print(f"best group {gids[i]} ({rule}, over its {len(members)} repeats): {'; '.join(shown)} ({params})")
+    g = groups[i]
+    m = g.result.metrics
+    shown = "; ".join(f"{k} {m[k]:.4f} [95% CI {m[f'{k}/ci95_low']:.4f}, {m[f'{k}/ci95_high']:.4f}]"
+                      for k, _ in objectives if k in m)
+    print(f"best group {g.result.group_id} ({rule}, over its {len(g.result.finals)} repeats): {shown} "
+          f"({rs.describe(g.searched, True)})")
 
 
-def print_groups(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord]) -> None:
+def print_groups(cfg: SweepConfig, groups: Sequence[Any]) -> None:
     """Group means with 95% CIs, and GIT against its baseline paired by repeat."""
     from sweeps.report import groups as gr
 
-    groups = gr.collect_groups(cfg, records, paths.results)
     print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
     metrics = list(dict.fromkeys([*cfg.search.metric, *gr.HEADLINE]))
     print(gr.format_groups(gr.group_table(cfg, groups), metrics))

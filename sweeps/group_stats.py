@@ -154,6 +154,16 @@ class GroupResult:
     def metrics(self) -> dict[str, float]:
         return summary_metrics(list(self.finals.values()))
 
+    @property
+    def ekld_band(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(train counts, mean eKLD, 95% CI low, high) per class, as gitlib.plots.ekld_bands draws it; None
+        without per-class eKLD."""
+        t = self.per_class
+        if t is None or "ekld" not in t or not np.isfinite(t["ekld"].to_numpy(dtype=float)).any():
+            return None
+        return (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
+                t["ekld_ci95_high"].to_numpy())
+
     def repeat_values(self, key: str) -> dict[int, float]:
         return {r: float(f.get(key, math.nan)) for r, f in self.finals.items()}
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,16 @@ GROUP_KEY, REPEAT_KEY = "_group", "_repeat"  # bookkeeping keys in a Tune config
 def sampled_values(config: dict[str, Any]) -> dict[str, Any]:
     """The config keys a trial's Tune config sets (its bookkeeping keys left out)."""
     return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def short(v: Any) -> str:
+    """A value as labels and progress lines show it: floats to 4 significant digits."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def describe(values: Mapping[str, Any], full_keys: bool = False, sep: str = ", ") -> str:
+    """'gen_frac=0.6, seed=1': searched values for a label (the last part of each key unless full_keys)."""
+    return sep.join(f"{k if full_keys else k.split('.')[-1]}={short(v)}" for k, v in values.items())
 
 
 def trial_config(base: dict[str, Any], sample: dict[str, Any]) -> SweepConfig:

@@ -114,12 +114,8 @@ def default_pairs(groups: Sequence[Group]) -> list[tuple[Group, Group]]:
                  ignore=TREATMENT_KEYS)
 
 
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def label(g: Group, keys: Sequence[str]) -> str:
-    shown = ", ".join(f"{k.split('.')[-1]}={_short(g.values.get(k))}" for k in keys if k in g.values)
+    shown = rs.describe({k: g.values[k] for k in keys if k in g.values})
     return f"{g.result.group_id} ({shown})" if shown else g.result.group_id
 
 
@@ -164,13 +160,9 @@ def contrast_figure(a: Group, b: Group, keys: Sequence[str], path: Path) -> Path
     """The two groups' eKLD curves against class size, each with its 95% band."""
     from gitlib.plots import ekld_bands
 
-    curves = {}
-    for g in (a, b):
-        t = g.result.per_class
-        if t is None or "ekld" not in t:
-            return None
-        curves[label(g, keys)] = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
-                                  t["ekld_ci95_high"].to_numpy())
+    curves = {label(g, keys): band for g in (a, b) if (band := g.result.ekld_band) is not None}
+    if len(curves) < 2:
+        return None
     return ekld_bands(curves, path, f"eKLD vs class size: {a.result.group_id} vs {b.result.group_id} (95% bands)")
 
 
@@ -179,18 +171,11 @@ def groups_figure(groups: Sequence[Group], keys: Sequence[str], path: Path, limi
     first `limit` groups with per-class results); returns the groups drawn."""
     from gitlib.plots import ekld_bands
 
-    curves = {}
-    for g in groups:
-        t = g.result.per_class
-        if t is None or "ekld" not in t or not np.isfinite(t["ekld"].to_numpy(dtype=float)).any():
-            continue
-        curves[label(g, keys)] = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
-                                  t["ekld_ci95_high"].to_numpy())
-        if len(curves) == limit:
-            break
+    bands = [(g, band) for g in groups if (band := g.result.ekld_band) is not None][:limit]
+    curves = {label(g, keys): band for g, band in bands}
     if curves:
         ekld_bands(curves, path, "eKLD vs class size: every group, mean and 95% band over its repeats")
-    return [k.split(" ")[0] for k in curves]
+    return [g.result.group_id for g, _ in bands]
 
 
 def format_contrast(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:
@@ -214,7 +199,7 @@ def format_groups(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str
             if m in r and isinstance(r[m], float) and math.isfinite(r[m]):
                 lo, hi = r.get(f"{m}_ci95_low", math.nan), r.get(f"{m}_ci95_high", math.nan)
                 parts.append(f"{m} {r[m]:.4f} [{lo:.4f}, {hi:.4f}]")
-        values = ", ".join(f"{k.split('.')[-1]}={_short(r[k])}" for k in varied if r[k] == r[k])
+        values = rs.describe({k: r[k] for k in varied if r[k] == r[k]})
         lines.append(f"  {r['group_id']} ({values}) {int(r['finished'])}/{int(r['repeats'])} finished  "
                      + "  ".join(parts))
     return "\n".join(lines)

@@ -164,7 +164,8 @@ def trial_summary(cfg: SweepConfig, df: pd.DataFrame, results: Path, out: Path) 
     if len(keys) == 2:
         response_surface(df, keys, out / "response_surface.png")
     summary["importances"] = importances(cfg, df)
-    summary["ekld_curves"] = ekld_curves(cfg, df, results, out / "ekld_vs_class_size.png")
+    if cfg.search.repeats == 1:  # with repeats the report draws every group's band instead (report.groups)
+        summary["ekld_curves"] = ekld_curves(cfg, df, results, out / "ekld_vs_class_size.png")
     return summary
 
 

@@ -94,11 +94,9 @@ def group_figure(result: GroupResult, folder: Path, title: str) -> Path | None:
     """eKLD against class size: the group's mean over its repeats with the 95% band."""
     from gitlib.plots import ekld_bands
 
-    t = result.per_class
-    if t is None or "ekld" not in t:
+    curve = result.ekld_band
+    if curve is None:
         return None
-    curve = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), t["ekld_ci95_low"].to_numpy(),
-             t["ekld_ci95_high"].to_numpy())
     return ekld_bands({f"mean of {len(result.finals)} repeats": curve}, folder / "ekld_vs_class_size.png", title)
 
 

@@ -20,10 +20,6 @@ SHOW = ("train/loss", "val/balanced_acc", "test/balanced_acc", "ekld/tail", "los
 PLAIN_EVERY_S = 60.0
 
 
-def fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 class Progress:
     def __init__(self, total_trials: int, objectives: list[tuple[str, str]], repeats: int = 1,
                  verbose: bool = False, stream: TextIO | None = None) -> None:
@@ -53,13 +49,13 @@ class Progress:
             head = f"step {int(result['step'])}"
         else:
             head = f"iteration {int(result.get('iteration', result.get('training_iteration', 0)))}"
-        self._line(trial_id, config, head + " " + " ".join(f"{k} {fmt(result[k])}" for k in SHOW if k in result))
+        self._line(trial_id, config, head + " " + " ".join(f"{k} {rs.short(result[k])}" for k in SHOW if k in result))
 
     def finished(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         self.running.discard(trial_id)
         self.done[trial_id] = rs.numbers(result)
         keys = dict.fromkeys([*(m for m, _ in self.objectives), *(k for k in SHOW if not rs.is_series(k))])
-        shown = " ".join(f"{k} {fmt(result[k])}" for k in keys if k in result)
+        shown = " ".join(f"{k} {rs.short(result[k])}" for k in keys if k in result)
         self._line(trial_id, config, f"finished: {shown}")
 
     def errored(self, trial_id: str, config: dict[str, Any], reason: str) -> None:
@@ -74,7 +70,7 @@ class Progress:
 
     def _line(self, trial_id: str, config: dict[str, Any], text: str) -> None:
         values = rs.sampled_values(config)
-        params = " ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in sorted(values.items()))
+        params = rs.describe(dict(sorted(values.items())), sep=" ")
         self._print(f"[{time.strftime('%H:%M:%S')}] {trial_id} {text}  ({params})")
         self.tick(force=self.live)
 
@@ -98,7 +94,7 @@ class Progress:
         for metric, mode in self.objectives:
             found = [v[metric] for v in self.done.values() if metric in v and v[metric] == v[metric]]
             if found:
-                best.append(f"best {metric} {fmt(max(found) if mode == 'max' else min(found))}")
+                best.append(f"best {metric} {rs.short(max(found) if mode == 'max' else min(found))}")
         unit = f" ({self.repeats} repeats per group)" if self.repeats > 1 else ""
         return (f"trials{unit}: {len(self.done)} done, {len(self.running)} running, {pending} pending, "
                 f"{len(self.failed)} failed | {_duration(elapsed)} elapsed, ~{eta} left" +

@@ -233,8 +233,7 @@ class SweepTracker:
             return self._groups[gid]
         tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "group", mr.GROUP_TAG: gid}
         repeat_key = self.base["search"]["repeat_over"]
-        values = ", ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                           for k, v in sorted(rs.sampled_values(config).items()) if k != repeat_key)
+        values = rs.describe({k: v for k, v in sorted(rs.sampled_values(config).items()) if k != repeat_key})
         name = f"group_{gid}" + (f" ({values})" if values else "")  # legends of the chart view read as configs
         run_id, _ = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=name,
                                                parent_run_id=self.parent_run_id, extra_tags=mr.provenance_tags())

@@ -126,7 +126,7 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         ahead = ReportAhead()
         checkpoint = _restored_folder()
         trial_id = tune.get_context().get_trial_id()
-        values = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in sorted(rs.sampled_values(config).items()))
+        values = rs.describe(dict(sorted(rs.sampled_values(config).items())))
         label = f"trial {trial_id}" + (f": {values}" if values else "")
         stop = StopCheck(base["name"], trial_id)
 
@@ -147,8 +147,6 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
     return run
 
 
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def device_note(device: torch.device) -> dict[str, Any]:

@@ -4,6 +4,7 @@ by seed, and status / report show groups and the GIT-vs-baseline contrast."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -96,9 +97,10 @@ def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
              if seeds[s].info.status == "FINISHED"]
     assert tail["diff"] == pytest.approx(np.mean(pairs), rel=1e-5, abs=1e-9)  # repeat r of one group against repeat r of the other
     assert list(folder.glob("contrast_*_vs_*.png")) and (folder / "contrast_per_class.csv").is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["ekld_curves"] == ["g0000", "g0001"]  # with repeats: every group's band in one figure
 
     # The study is live for optuna-dashboard: `gitsweep dashboard` serves it on 127.0.0.1.
-    import json
     import socket
     import subprocess
     import time
