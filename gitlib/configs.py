@@ -36,12 +36,12 @@ def choice_fields(cls: type, prefix: str = "") -> dict[str, Registry]:
     return out
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML / --set value to the annotated type, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:  # Annotated[str, registry]: a real choice, normalised to its canonical name
-        value = _coerce(value, args[0], key)
+        value = coerce(value, args[0], key)
         registry = next((m for m in tp.__metadata__ if isinstance(m, Registry)), None)
         return value if registry is None or value is None else registry.canonical(value, key=key)
     if origin in (typing.Union, types.UnionType):
@@ -52,7 +52,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
@@ -70,7 +70,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"expected a list, got {value!r}")
         item_tp = args[0] if args else Any
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {value!r}")
@@ -110,7 +110,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
         key = f"{prefix}.{name}" if prefix else name
         if name not in fields:
             raise ConfigError(key, f"unknown key (known: {', '.join(sorted(fields))})")
-        kwargs[name] = _coerce(value, hints[name], key)
+        kwargs[name] = coerce(value, hints[name], key)
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if callable(check):

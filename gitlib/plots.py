@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import torch
 from matplotlib.figure import Figure
 
-from gitlib.augmenter import Augmenter
+if TYPE_CHECKING:  # torch loads where a sample grid is drawn: the report's figures do not need it
+    import pyarrow as pa
+    import torch
+
+    from gitlib.augmenter import Augmenter
 
 EKLD_RANGE = (1e-4, 3.0)  # eKLD of a trained classifier lies in here; values outside are drawn at the edge
 
@@ -104,19 +107,23 @@ def grid_sources(labels: torch.Tensor, class_counts: np.ndarray, n_large: int = 
     n_large = min(n_large, len(order))
     n_small = min(n_small, len(order) - n_large)
     classes = list(order[:n_large]) + (list(order[-n_small:]) if n_small else [])
+    import torch
+
     rng = np.random.default_rng(seed)
     labels_np = labels.cpu().numpy()
     idx = [int(rng.choice(np.flatnonzero(labels_np == c))) for c in classes]
     return torch.tensor(idx, dtype=torch.int64), [f"class {c} (n={counts[c]})" for c in classes]
 
 
-@torch.no_grad()
 def sample_grid(augmenter: Augmenter, sources: torch.Tensor, rng: torch.Generator,
                 styles: int = 8) -> torch.Tensor:
     """(rows, 1 + styles, C, H, W) float in [0, 1]: each source, then `styles` random-style versions."""
+    import torch
+
     x = sources.float() / 255 if sources.dtype == torch.uint8 else sources.float()  # (R, C, H, W)
     dev = rng.device
-    fake = augmenter.sample(x.repeat_interleave(styles, dim=0).to(dev), rng).float().cpu()
+    with torch.no_grad():
+        fake = augmenter.sample(x.repeat_interleave(styles, dim=0).to(dev), rng).float().cpu()
     fake = fake.view(len(x), styles, *x.shape[1:])  # (R, S, C, H, W)
     return torch.cat([x[:, None].cpu(), fake], dim=1)
 

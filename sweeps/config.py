@@ -1,34 +1,49 @@
-"""The full sweep config: preset YAML (with `extends:`) -> `--set` overrides -> validated `SweepConfig`.
+"""The full sweep config: preset YAML (sweeps.config_yaml) -> `--set` overrides -> validated `SweepConfig`.
 
 Validation happens before anything runs or is written; every failure is a ConfigError (exit 2) that
 names the dotted key or the file. Torch-free: `status`, `report` and `presets` load configs without it.
 
-A YAML file may start from another: `extends: NAME` takes a bundled preset (`gitsweep presets`, or one of
-the shared bases under `base/`, e.g. `base/k49-lt`) or a path relative to the extending file, and
-merges this file over it: mappings key by key (a `null` drops a base mapping entry), anything else
-replaced. Bases may extend bases; a cycle or a missing base is an error naming the file.
+The sections every trial kind shares (`dataset`, `generator`, `search`, ...) are fields of `SweepConfig`;
+a trial kind's own section (`classifier`, `msr`, `synthetic`, ...) comes from its record in
+sweeps.kinds, so adding a kind adds its section without touching this module. In YAML and in `--set`
+both are top-level keys alike. The config reaches a trial typed (`trial_config`): a sampled value is
+set on the typed config and validated where it lands, never through a plain dict again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
-
-from gitlib.configs import flatten, from_dict, join, require, to_dict
+from gitlib.configs import coerce, flatten, from_dict, join, require, to_dict
 from gitlib.data.spec import DatasetSpec
-from gitlib.errors import ConfigError, DataError
-from gitlib.msr.config import MsrConfig
+from gitlib.errors import ConfigError
 from gitlib.probes import PROBES
-from gitlib.train.config import ClassifierConfig, GeneratorConfig
-from sweeps import env
-from sweeps.trials import TRIAL_KINDS
+from gitlib.registry import Registry
+from gitlib.train.config import GeneratorConfig
+from sweeps import config_yaml, env, paths
+from sweeps.kinds import TRIAL_KINDS, kind_of, section_types
+from sweeps.race import RacePlan
 
-SPACE_TYPES = ("float", "int", "loguniform", "categorical")
+T = TypeVar("T")
+
+# Factories (search config, seed) -> an Optuna sampler, in sweeps.search.
+SAMPLERS: Registry = Registry("search.sampler", {
+    "tpe": "sweeps.search:tpe_sampler",
+    "random": "sweeps.search:random_sampler",
+    "grid": "sweeps.search:grid_sampler",
+    "nsga2": "sweeps.search:nsga2_sampler",
+}, aliases={"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": "grid", "NSGAIISampler": "nsga2",
+            "nsga-ii": "nsga2", "nsgaii": "nsga2"})
+
+# Factories (sweep config, sweep folder) -> a Tune scheduler (or None), in sweeps.search.
+SCHEDULERS: Registry = Registry("search.scheduler", {
+    "none": "sweeps.search:no_scheduler",
+    "asha": "sweeps.search:asha_scheduler",
+}, aliases={"fifo": "none", "ASHAScheduler": "asha", "async_hyperband": "asha"})
 
 
 @dataclass(frozen=True)
@@ -52,13 +67,24 @@ class ParamSpace:
 
 
 @dataclass(frozen=True)
+class RacingConfig:
+    """`search.racing`: drop a configuration once a paired test shows it worse than the best (sweeps.race)."""
+
+    min_repeats: int = 3  # repeats every configuration runs before it can be dropped
+    test: Literal["t", "wilcoxon"] = "t"  # one-sided paired test against the incumbent
+    alpha: float = 0.05  # one-sided level for dropping a configuration
+    metric: str | None = None  # None: the first search.metric
+    mode: Literal["max", "min"] | None = None  # None: the metric's search.mode
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     num_samples: int = 8
     max_concurrent: int = 2
     metric: tuple[str, ...] = ("test/balanced_acc",)  # several = multi-objective
     mode: tuple[Literal["max", "min"], ...] = ("max",)
-    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
-    scheduler: Literal["none", "asha"] = "none"
+    sampler: Annotated[str, SAMPLERS] = "tpe"
+    scheduler: Annotated[str, SCHEDULERS] = "none"
     asha_metric: str = "val/balanced_acc"  # per-epoch metric ASHA compares
     asha_mode: Literal["max", "min"] = "max"
     grace_period: int = 5  # epochs before ASHA may stop a trial
@@ -71,6 +97,7 @@ class SearchConfig:
     repeats: int = 1  # trials per configuration (a group); the search sees one value per group
     repeat_over: Literal["seed", "dataset.instance"] = "seed"  # the one key that differs within a group
     group_stat: Literal["mean", "median", "lcb"] = "mean"  # what the searcher receives of a group
+    racing: RacingConfig | None = None  # None: every configuration runs all its repeats
     storage: str | None = None  # the Optuna study's database URL; None: SQLite next to the sweep (optuna.db)
 
     def validate(self, prefix: str = "search") -> None:
@@ -93,9 +120,29 @@ class SearchConfig:
                     f"is the repeat key (search.repeat_over): each group runs it as base .. base+{self.repeats - 1}")
             require(self.scheduler != "asha", k("scheduler"),
                     "asha stops single trials; with search.repeats > 1 a group's repeats must all finish")
+        if self.racing is not None:
+            self._validate_racing(self.racing, k("racing"))
+
+    def _validate_racing(self, r: RacingConfig, key: str) -> None:
+        require(self.repeats > 1, key, "races the repeats of each configuration: set search.repeats > 1")
+        require(self.scheduler != "asha", key, "cannot run with search.scheduler asha (ASHA stops single trials, "
+                                               "the race stops whole configurations)")
+        require(2 <= r.min_repeats <= self.repeats, join(key, "min_repeats"),
+                f"must be in [2, search.repeats = {self.repeats}], got {r.min_repeats}")
+        require(0 < r.alpha <= 0.5, join(key, "alpha"), f"must be in (0, 0.5], got {r.alpha}")
+        require(r.mode is not None or r.metric is None or r.metric in self.metric, join(key, "mode"),
+                f"needed: {r.metric} is not among search.metric, so its direction is unknown (max or min)")
 
     def params(self) -> dict[str, ParamSpace]:
         return {key: from_dict(ParamSpace, spec, f"search.space.{key}") for key, spec in self.space.items()}
+
+    @property
+    def race_metric(self) -> tuple[str, str]:
+        """(metric, mode) the race runs on: racing.metric, default the first search.metric with its mode."""
+        r = self.racing or RacingConfig()
+        metric = r.metric or self.metric[0]
+        mode = r.mode or dict(zip(self.metric, self.mode, strict=True)).get(metric, self.mode[0])
+        return metric, mode
 
 
 @dataclass(frozen=True)
@@ -127,188 +174,170 @@ class DebugConfig:
         require(self.fail_when is None or "=" in self.fail_when, join(prefix, "fail_when"), "needs key=value")
 
 
+COMMON_KEYS = ("name", "seed", "trial", "storage")  # what every run's params hold, whatever its kind
+
+
+def _default_sections() -> dict[str, Any]:
+    return {name: cls() for name, cls in section_types().items()}
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     name: str = "sweep"
     seed: int = 0
-    trial: Annotated[str, TRIAL_KINDS] = "classifier"  # what each trial trains
+    trial: Annotated[str, TRIAL_KINDS] = "classifier"  # what each trial trains (sweeps.kinds)
     probes: tuple[Annotated[str, PROBES], ...] = ("spectral", "critical_band", "corruptions")  # () = off
-    storage: str | None = None  # None: GITSWEEP_HOME, else ./gitsweep-runs
+    storage: str | None = None  # None: GITSWEEP_HOME, else ./gitsweep-runs (sweeps.paths)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    msr: MsrConfig = field(default_factory=MsrConfig)  # with trial: msr
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    # the trial kinds' own sections (`classifier`, `msr`, ...): section name -> its config (sweeps.kinds)
+    sections: Mapping[str, Any] = field(default_factory=_default_sections)
 
     def validate(self, prefix: str = "") -> None:
         require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty name without '/'")
+        kind = kind_of(self.trial)
+        if kind.check is not None:
+            kind.check(self)  # the kind's rules across sections
+        self._validate_metrics(kind.metrics)
         params = self.search.params()
-        known = set(flatten(to_dict(replace(self, search=SearchConfig()))))
-        require(self.classifier.augment != "oracle" or self.dataset.nuisance != "none", "classifier.augment",
-                "oracle applies the data set's true nuisance, and dataset.nuisance is none")
-        require(
-            self.dataset.zipf_alpha is None or "dataset.imbalance_ratio" not in params,
-            "search.space.dataset.imbalance_ratio",
-            "has no effect while dataset.zipf_alpha is set (set zipf_alpha: null to search the ratio)",
-        )
+        require(self.dataset.zipf_alpha is None or "dataset.imbalance_ratio" not in params,
+                "search.space.dataset.imbalance_ratio",
+                "has no effect while dataset.zipf_alpha is set (set zipf_alpha: null to search the ratio)")
+        point = replace(self, search=replace(self.search, space={}, points_to_evaluate=()))
+        known = set(point.flat())
         for key, spec in params.items():
             # Tune reserves resources.* once for all trials: a sampled value would not change what a trial gets
             require(not key.startswith("resources."), f"search.space.{key}",
                     "resources are reserved once for all trials, not per trial: set resources.*, don't search it")
             require(key in known, f"search.space.{key}", "not a config key that can be searched")
-            values = spec.choices or (spec.low, spec.high)
-            for v in values:  # every value the search can propose must itself be valid
+            for v in spec.choices or (spec.low, spec.high):  # every value the search can propose must be valid
                 try:
-                    with_value(self, key, v)
+                    with_value(point, key, v)
                 except ConfigError as exc:
                     raise ConfigError(f"search.space.{key}", f"proposes {v!r}, but {exc}") from None
 
-    @property
-    def storage_uri(self) -> str | None:
-        """The storage as a pyarrow file system URI (s3://, gs://, file://...), or None for a POSIX path."""
-        from sweeps.stores.remote import is_uri, normalize
+    def _validate_metrics(self, prefixes: tuple[str, ...]) -> None:
+        """search.metric and search.racing.metric are metrics a trial of this kind reports."""
+        if not prefixes:
+            return
+        valid = f"not a metric a {self.trial} trial reports (its final metrics start with {', '.join(prefixes)})"
+        for i, m in enumerate(self.search.metric):
+            require(m.startswith(prefixes), f"search.metric[{i}]" if len(self.search.metric) > 1 else "search.metric",
+                    f"{m!r} is {valid}")
+        r = self.search.racing
+        if r is not None and r.metric is not None:
+            require(r.metric.startswith(prefixes), "search.racing.metric", f"{r.metric!r} is {valid}")
 
-        raw = self.storage or env.storage_home()
-        return normalize(raw) if raw is not None and is_uri(raw) else None
+    def section(self, cls: type[T]) -> T:
+        """The trial kind section of type `cls` (e.g. `cfg.section(ClassifierConfig)`)."""
+        for value in self.sections.values():
+            if isinstance(value, cls):
+                return value
+        raise KeyError(f"no config section of type {cls.__name__}")
 
-    @property
-    def storage_path(self) -> Path:
-        """The storage folder; for URI storage, the local cache folder that mirrors it (sweeps.storage)."""
-        uri = self.storage_uri
-        if uri is not None:
-            from sweeps.stores.remote import cache_root
+    def as_dict(self) -> dict[str, Any]:
+        """The YAML shape: the kinds' sections as top-level keys (after `generator`)."""
+        plain = to_dict(replace(self, sections={}))
+        del plain["sections"]
+        out: dict[str, Any] = {}
+        for key, value in plain.items():
+            out[key] = value
+            if key == "generator":
+                out.update({name: to_dict(sec) for name, sec in self.sections.items()})
+        return out
 
-            return cache_root(uri)
-        return Path(self.storage or env.storage_home() or "gitsweep-runs").resolve()
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, as `--set`, `search.space` and MLflow params name them."""
+        return flatten(self.as_dict())
 
-    @property
-    def tracking_uri(self) -> str:
-        return (
-            self.tracking.uri
-            or env.tracking_uri()
-            or f"sqlite:///{self.storage_path / 'mlflow.db'}"
-        )
+    def value(self, key: str) -> Any:
+        """The value of one dotted key."""
+        return self.flat()[key]
+
+    def read_by_trials(self) -> dict[str, Any]:
+        """The flat config a trial of this kind reads: the common keys, the kind's sections and the
+        resources it ran with (what a run's params record). A classifier trial's params hold no `msr.*`."""
+        keep = (*COMMON_KEYS, *kind_of(self.trial).sections, "resources")
+        return flatten({k: v for k, v in self.as_dict().items() if k in keep})
+
+    def resolved(self) -> SweepConfig:
+        """What runs: every section's own resolution (e.g. GIT with no generated share is plain training)."""
+        secs = {n: s.resolved() if hasattr(s, "resolved") else s for n, s in self.sections.items()}
+        return replace(self, sections=secs)
 
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
 
 
-PRESETS = "presets"
+def build(data: Mapping[str, Any]) -> SweepConfig:
+    """A validated SweepConfig from its YAML shape (sections as top-level keys)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("config", f"expected a mapping of config keys, got {data!r}")
+    kinds = section_types()
+    fields = [f.name for f in dataclasses.fields(SweepConfig) if f.name != "sections"]
+    for key in data:
+        if key not in fields and key not in kinds:
+            raise ConfigError(str(key), f"unknown key (known: {', '.join(sorted([*fields, *kinds]))})")
+    sections: dict[str, Any] = {name: from_dict(cls, data.get(name) or {}, name) for name, cls in kinds.items()}
+    return from_dict(SweepConfig, {**{k: v for k, v in data.items() if k not in kinds}, "sections": sections})
 
 
-def _presets() -> Traversable:
-    return resources.files("sweeps") / PRESETS
-
-
-def preset_names() -> list[str]:
-    """The bundled sweep presets (the shared bases under base/ are not listed: they are not sweeps)."""
-    return sorted(p.name[: -len(".yaml")] for p in _presets().iterdir() if p.name.endswith(".yaml"))
-
-
-def preset_text(name: str) -> str:
-    """The YAML text of bundled preset `name` as written (its own comments, `extends:` unresolved)."""
-    return _presets().joinpath(*f"{name}.yaml".split("/")).read_text()
-
-
-def _locate(name: str, relative_to: Path | None) -> tuple[str, str, Path | None]:
-    """(YAML text, source name for messages, folder for relative `extends`) of a preset name or path."""
-    if not name.endswith((".yaml", ".yml")):
-        bundled = _presets().joinpath(*f"{name}.yaml".split("/"))
-        if bundled.is_file():
-            return bundled.read_text(), f"preset '{name}'", None
-    path = (relative_to / name) if relative_to is not None and not Path(name).is_absolute() else Path(name)
-    if not path.is_file():
-        hint = "" if path.suffix else f" (presets: {', '.join(preset_names())})"
-        raise DataError(name, f"no such config file or preset{hint}")
-    return path.read_text(), str(path), path.resolve().parent
-
-
-def _parse(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise DataError(source, f"YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise DataError(source, "top level must be a mapping of config keys")
-    return data
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` merged into `base`: mappings key by key (None drops a base mapping), anything else replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        elif value is None and isinstance(out.get(key), dict):
-            out.pop(key)
-        else:
-            out[key] = value
+def _set(obj: Any, dotted: str, value: Any, prefix: str) -> Any:
+    """A copy of dataclass `obj` with `dotted` set to `value` (coerced to its field's type), validated."""
+    name, _, rest = dotted.partition(".")
+    key = join(prefix, name)
+    names = [f.name for f in dataclasses.fields(obj)]
+    if name not in names or name == "sections":
+        raise ConfigError(key, f"unknown key (known: {', '.join(sorted(n for n in names if n != 'sections'))})")
+    if rest:
+        child = getattr(obj, name)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(key, "is not a section")
+        new = _set(child, rest, value, key)
+    else:
+        new = coerce(value, typing.get_type_hints(type(obj), include_extras=True)[name], key)
+    out = replace(obj, **{name: new})
+    if hasattr(out, "validate") and not isinstance(out, SweepConfig):
+        out.validate(prefix)
     return out
 
 
-def read_yaml(config: str, relative_to: Path | None = None, chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A preset name or a YAML path -> dict, its `extends:` chain resolved; a missing file, bad YAML, a
-    missing base or a cycle is a DataError naming the file."""
-    text, source, folder = _locate(config, relative_to)
-    if source in chain:
-        raise DataError(chain[-1], f"extends cycle: {' -> '.join([*chain, source])}")
-    data = _parse(text, source)
-    base = data.pop("extends", None)
-    if base is None:
-        return data
-    if not isinstance(base, str) or not base:
-        raise DataError(source, "extends: needs a preset name or a YAML path")
-    try:
-        parent = read_yaml(base, folder, (*chain, source))
-    except DataError as exc:
-        if exc.path == base:  # the base itself is missing: say which file asked for it
-            raise DataError(source, f"extends '{base}': {exc.message}") from None
-        raise
-    return merge(parent, data)
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """'classifier.lr=0.05' -> ('classifier.lr', 0.05); the value is parsed as YAML."""
-    if "=" not in item:
-        raise ConfigError(item, "--set needs key.path=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    require(bool(key), item, "--set needs key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(key, f"'{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def with_value(cfg: SweepConfig, key: str, value: Any) -> SweepConfig:
-    """A copy of `cfg` with dotted `key` set to `value`, validated (used for every searched sample)."""
-    data = to_dict(cfg)
-    data["search"]["space"] = {}  # the sample is a point: validate it, not the space again
-    data["search"]["points_to_evaluate"] = []
-    set_dotted(data, key, value)
-    return from_dict(SweepConfig, data)
+    """A copy of `cfg` with dotted `key` set to `value`, validated where it lands and across sections
+    (used for every searched sample)."""
+    head, _, rest = key.partition(".")
+    if head in cfg.sections:
+        if not rest:
+            raise ConfigError(key, "is a section: set one of its keys")
+        out = replace(cfg, sections={**cfg.sections, head: _set(cfg.sections[head], rest, value, head)})
+    else:
+        out = _set(cfg, key, value, "")
+    out.validate()
+    return out
+
+
+def trial_config(base: SweepConfig, sample: Mapping[str, Any]) -> SweepConfig:
+    """The resolved config of one trial: `base` with every sampled dotted key applied (bookkeeping keys,
+    which start with `_`, left out). The one place a trial's config is derived."""
+    cfg = replace(base, search=replace(base.search, space={}, points_to_evaluate=()))  # a point: no space
+    for key, value in sorted(sample.items()):
+        if not key.startswith("_"):
+            cfg = with_value(cfg, key, value)
+    return cfg
+
+
+def race_plan(cfg: SweepConfig) -> RacePlan:
+    """What the searcher races on (or, without search.racing, the plan that runs every repeat)."""
+    s, r = cfg.search, cfg.search.racing
+    metric, mode = s.race_metric
+    if r is None:
+        return RacePlan(s.repeats, s.repeats, metric, mode, s.group_stat)
+    return RacePlan(s.repeats, r.min_repeats, metric, mode, s.group_stat, r.test, r.alpha)
 
 
 def _refuse_set_on_repeat_key(data: dict[str, Any], keys: list[str]) -> None:
@@ -323,12 +352,12 @@ def _refuse_set_on_repeat_key(data: dict[str, Any], keys: list[str]) -> None:
 
 def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepConfig, list[str]]:
     """Load, override and validate. Returns the config and the searched keys pinned by `--set`."""
-    data = read_yaml(config)
+    data = config_yaml.read_yaml(config)
     pinned: list[str] = []
     dropped: list[str] = []
     space = (data.get("search") or {}).get("space") or {}
     for item in overrides or []:
-        key, value = parse_set(item)
+        key, value = config_yaml.parse_set(item)
         if key.startswith("search.space."):
             # searched keys are dotted themselves: `search.space.classifier.lr={...}` adds one entry, and
             # `=null` drops one, as a null does in a YAML that extends another
@@ -342,37 +371,34 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
         if key in space:
             space.pop(key)  # a --set on a searched key pins it: it leaves the space
             pinned.append(key)
-        set_dotted(data, key, value)
-    _refuse_set_on_repeat_key(data, [parse_set(item)[0] for item in overrides or []])
+        config_yaml.set_dotted(data, key, value)
+    _refuse_set_on_repeat_key(data, [config_yaml.parse_set(item)[0] for item in overrides or []])
     points = (data.get("search") or {}).get("points_to_evaluate")
     gone = {*pinned, *dropped}
     if gone and isinstance(points, list):  # pinned or dropped keys leave the warm-start points too
         points = [{k: v for k, v in p.items() if k not in gone} if isinstance(p, dict) else p for p in points]
         data["search"]["points_to_evaluate"] = [p for p in points if p != {}]  # nothing left to warm-start
-    return from_dict(SweepConfig, data), pinned
+    return build(data), pinned
 
 
 def resolve_config(config: str, overrides: list[str], name: str | None = None, storage: str | None = None,
                    tracking_uri: str | None = None) -> tuple[SweepConfig, list[str]]:
-    """Load + override + CLI flags; storage made absolute so every worker sees the same path."""
-    from sweeps.paths import default_storage, storage_uri
-
+    """Load + override + CLI flags; storage made absolute so every worker sees the same path, and the
+    tracking URI pinned where the storage is a URI."""
     cfg, pinned = load_config(config, overrides)
     if name:
         cfg = replace(cfg, name=name)
-    uri = storage_uri(storage or cfg.storage)
-    cfg = replace(cfg, storage=uri or str(default_storage(storage or cfg.storage)))
+    cfg = replace(cfg, storage=paths.absolute(storage or cfg.storage))
     if tracking_uri:
         cfg = replace(cfg, tracking=TrackingConfig(uri=tracking_uri, experiment=cfg.tracking.experiment))
-    if uri is not None:
-        from sweeps.stores import remote
-
-        remote.fs_path(uri)  # an unusable URI (unknown scheme, ...) is a ConfigError naming `storage`
+    if paths.is_uri(cfg.storage):
+        paths.fs_path(str(cfg.storage))  # an unusable URI (unknown scheme, ...) is a ConfigError naming `storage`
         if not (cfg.tracking.uri or env.tracking_uri()):
-            raise ConfigError("tracking.uri", f"storage {uri} is a URI, and MLflow's default SQLite database "
+            raise ConfigError("tracking.uri", f"storage {cfg.storage} is a URI, and MLflow's default SQLite database "
                                               "cannot live there: pass --tracking-uri (an MLflow server, or "
                                               "sqlite:////local/path/mlflow.db), MLFLOW_TRACKING_URI or tracking.uri")
         # pinned, so trials and `resume` use the same one whatever their environment
-        cfg = replace(cfg, tracking=TrackingConfig(uri=cfg.tracking_uri, experiment=cfg.tracking.experiment))
+        uri = paths.tracking_uri(cfg.tracking.uri, cfg.storage)
+        cfg = replace(cfg, tracking=TrackingConfig(uri=uri, experiment=cfg.tracking.experiment))
     cfg.validate()
     return cfg, pinned

@@ -1,45 +1,47 @@
-"""Run and resume: resolved config -> Ray -> Tuner (fit or restore) -> MLflow reconcile -> summary.
+"""Run and resume: resolved config -> Ray -> Tuner (fit or restore) -> MLflow reconcile -> report -> summary.
 
 The order of one sweep, each step in its own module: sweeps.config (resolve), sweeps.connect (Ray),
-sweeps.search (Optuna + scheduler), sweeps.trials (what a trial trains), sweeps.stores (shared data
-sets and generators), sweeps.tracking (index, results, MLflow), sweeps.report.
+sweeps.search (Optuna, racing, scheduler), sweeps.trials (what a trial trains), sweeps.stores (shared
+data sets and generators), sweeps.tracking (index, results, MLflow), sweeps.report.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gitlib.configs import to_dict
 from gitlib.errors import DataError, UserError
-from sweeps import connect, search
+from sweeps import connect, paths, search
 from sweeps import results as rs
 from sweeps.config import SweepConfig, load_config
-from sweeps.paths import SweepPaths, default_storage, find_sweep, load_meta
+from sweeps.kinds import kind_of
+from sweeps.paths import SweepPaths, find_sweep, load_meta, sweep_paths
+from sweeps.space import configurations
 from sweeps.tracking import mlflow_runs as mr
-from sweeps.trials import trainable_for
+from sweeps.trials.entry import trainable_for
 
 
 def tracker_for(cfg: SweepConfig, parent_run_id: str | None) -> Any:
     from sweeps.tracking.tracker import SweepTracker
 
-    artifact_root = mr.default_artifact_root(cfg.storage_path) if cfg.tracking_uri.startswith("sqlite:") else None
-    return SweepTracker(cfg.tracking_uri, cfg.experiment, cfg.name, to_dict(cfg), artifact_root, parent_run_id)
+    uri = paths.tracking_uri(cfg.tracking.uri, cfg.storage)
+    artifact_root = mr.default_artifact_root(paths.local_root(cfg.storage)) if uri.startswith("sqlite:") else None
+    return SweepTracker(uri, cfg.experiment, cfg.name, cfg, artifact_root, parent_run_id)
 
 
-def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
+def _run_config(cfg: SweepConfig, where: SweepPaths, callback: Any) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    storage, name = where.tune_target.rsplit("/", 1)  # Tune writes the experiment to <storage_path>/<name>
     return tune.RunConfig(
-        name=paths.tune.name,
-        storage_path=paths.remote or str(paths.root),
+        name=name,
+        storage_path=storage,
         callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
         # Keep every checkpoint while the sweep runs: a resume restores what Tune's experiment snapshot
@@ -51,55 +53,44 @@ def _run_config(cfg: SweepConfig, paths: SweepPaths, callback: Any) -> Any:
     )
 
 
-def sweep_paths(cfg: SweepConfig) -> SweepPaths:
-    uri = cfg.storage_uri
-    return SweepPaths(cfg.storage_path / "sweeps" / cfg.name, f"{uri}/sweeps/{cfg.name}" if uri else None)
-
-
-def _exists(paths: SweepPaths) -> bool:
-    if paths.remote is None:
-        return paths.meta.exists()
-    from sweeps.stores import remote
-
-    return remote.exists(remote.join(paths.remote, "sweep.json"))
-
-
 def free_name(cfg: SweepConfig) -> str:
     """The config's name, or name-2, name-3, ... when a sweep of that name is already stored."""
     name, i = cfg.name, 1
-    while _exists(sweep_paths(replace(cfg, name=name))):
+    while sweep_paths(name, cfg.storage).exists():
         i += 1
         name = f"{cfg.name}-{i}"
     return name
 
 
-def _write_sweep(cfg: SweepConfig, paths: SweepPaths, tracker: Any) -> None:
+def _write_sweep(cfg: SweepConfig, where: SweepPaths, tracker: Any) -> None:
     """config.yaml and sweep.json (with the MLflow parent run), locally and on a storage URI."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    paths.config.write_text(text)
+    where.root.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.as_dict(), sort_keys=False)
+    where.config.write_text(text)
     parent = tracker.open_parent(text)
-    meta = {"name": cfg.name, "storage": cfg.storage_uri or str(cfg.storage_path), "tune_path": paths.tune_target,
-            "tracking_uri": cfg.tracking_uri, "experiment": cfg.experiment, "parent_run_id": parent,
+    meta = {"name": cfg.name, "storage": paths.absolute(cfg.storage), "tune_name": where.tune_name,
+            "tune_path": where.tune_target,
+            "tracking_uri": tracker.uri, "experiment": cfg.experiment, "parent_run_id": parent,
             "artifact_root": tracker.artifact_root}
-    if paths.remote:
-        from sweeps.stores import remote
-
-        meta["remote"] = paths.remote
-        remote.write_text(remote.join(paths.remote, "config.yaml"), text)
-        remote.write_text(remote.join(paths.remote, "sweep.json"), json.dumps(meta, indent=1))
-    paths.meta.write_text(json.dumps(meta, indent=1))
+    if where.remote:
+        meta["remote"] = where.remote
+        paths.write_text(paths.join(where.remote, "config.yaml"), text)
+        paths.write_text(paths.join(where.remote, "sweep.json"), json.dumps(meta, indent=1))
+    where.meta.write_text(json.dumps(meta, indent=1))
 
 
-def _callback(cfg: SweepConfig, paths: SweepPaths, tracker: Any, verbose: bool) -> Any:
-    from sweeps.search import configurations
+def _callback(cfg: SweepConfig, where: SweepPaths, tracker: Any, verbose: bool) -> Any:
     from sweeps.tracking.callback import SweepCallback, TrialIndex
     from sweeps.tracking.progress import Progress
 
-    index = TrialIndex(paths)
-    progress = Progress(configurations(cfg) * cfg.search.repeats, list(zip(cfg.search.metric, cfg.search.mode,
-                        strict=True)), cfg.search.repeats, verbose)
-    progress.done.update({r.trial_id: r.last for r in index.records.values() if r.status == "TERMINATED"})
+    kind = kind_of(cfg.trial)
+    index = TrialIndex(where, kind.result_files)
+    progress = Progress(configurations(cfg.search) * cfg.search.repeats, list(zip(cfg.search.metric, cfg.search.mode,
+                        strict=True)), cfg.search.repeats, verbose, cfg.trial, int(cfg.value(kind.length)),
+                        cfg.search.racing is not None)
+    progress.done.update({r.trial_id: r.last for r in index.records.values()
+                          if r.status == "TERMINATED" and not r.stopped_by_race})
+    progress.stopped_by_race.update(r.trial_id for r in index.records.values() if r.stopped_by_race)
     progress.failed.update(r.trial_id for r in index.records.values() if r.status == "ERROR")
     return SweepCallback(cfg, index, tracker, progress)
 
@@ -110,15 +101,15 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
     from ray import tune
 
     search.check(cfg)
-    paths = sweep_paths(cfg)
-    if _exists(paths):
+    where = sweep_paths(cfg.name, cfg.storage)
+    if where.exists():
         if explicit_name:
-            raise UserError(f"sweep '{cfg.name}' already exists in {paths.remote or paths.root}: "
+            raise UserError(f"sweep '{cfg.name}' already exists in {where.remote or where.root}: "
                             f"`gitsweep resume {cfg.name}` continues it, another --name starts a new one")
         name = free_name(cfg)
         print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
         cfg = replace(cfg, name=name)
-        paths = sweep_paths(cfg)
+        where = sweep_paths(cfg.name, cfg.storage)
     chatter = connect.quiet_logs()
     with connect.captured(chatter):
         started = connect.connect_ray(address)
@@ -126,21 +117,26 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
         connect.check_resources(cfg)
         _stop_list(cfg)
         tracker = tracker_for(cfg, None)
-        _write_sweep(cfg, paths, tracker)
-        connect.log_to(chatter, paths.log)
+        _write_sweep(cfg, where, tracker)
+        connect.log_to(chatter, where.log)
         connect.tune_settings()
-        callback = _callback(cfg, paths, tracker, verbose)
-        tuner = tune.Tuner(trainable_for(cfg), tune_config=search.tune_config(cfg, paths.root),
-                           run_config=_run_config(cfg, paths, callback))
-        groups = f" x {cfg.search.repeats} repeats" if cfg.search.repeats > 1 else ""
-        print(f"sweep {cfg.name}: {search.configurations(cfg)} configurations{groups}, {cfg.search.max_concurrent} "
-              f"trials at a time, searching {', '.join(cfg.search.space) or 'nothing'}; results in "
-              f"{paths.remote or paths.root}", flush=True)
+        callback = _callback(cfg, where, tracker, verbose)
+        tuner = tune.Tuner(trainable_for(cfg), tune_config=search.tune_config(cfg, where.root),
+                           run_config=_run_config(cfg, where, callback))
+        print(_opening(cfg, where), flush=True)
         tuner.fit()
-        return finish(cfg, paths, tracker, callback)
+        return finish(cfg, where, tracker, callback)
     finally:
         if started:
             connect.shutdown()
+
+
+def _opening(cfg: SweepConfig, where: SweepPaths) -> str:
+    s = cfg.search
+    groups = f" x up to {s.repeats} repeats" if s.repeats > 1 else ""
+    raced = f" (raced: dropped once worse than the best at alpha {s.racing.alpha:g})" if s.racing else ""
+    return (f"sweep {cfg.name}: {configurations(s)} configurations{groups}{raced}, {s.max_concurrent} trials at a "
+            f"time, searching {', '.join(s.space) or 'nothing'}; results in {where.remote or where.root}")
 
 
 def resume(name_or_path: str, storage: str | None = None, restart_errored: bool = False,
@@ -148,31 +144,44 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     """Tuner.restore on the saved experiment; the same parent run and trial runs continue."""
     from ray import tune
 
-    paths = find_sweep(name_or_path, storage)
-    cfg, _ = load_config(str(paths.config))
-    meta = load_meta(paths)
-    if not tune.Tuner.can_restore(paths.tune_target):
-        raise DataError(paths.tune_target, "no restorable Tune experiment here (did the sweep start?)")
+    where = find_sweep(name_or_path, storage)
+    cfg, _ = load_config(str(where.config))
+    meta = load_meta(where)
     chatter = connect.quiet_logs()
     with connect.captured(chatter):
         started = connect.connect_ray(address)
-    connect.log_to(chatter, paths.log)  # after connecting: a failed connection writes nothing
+    connect.log_to(chatter, where.log)  # after connecting: a failed connection writes nothing
     try:
         connect.check_resources(cfg)
         _stop_list(cfg)
         tracker = tracker_for(cfg, meta["parent_run_id"])
-        tracker.open_parent(paths.config.read_text())
+        tracker.open_parent(where.config.read_text())
         connect.tune_settings()
-        tuner = tune.Tuner.restore(paths.tune_target, trainable_for(cfg), resume_unfinished=True,
-                                   resume_errored=False, restart_errored=restart_errored)
-        callback = _callback(cfg, paths, tracker, verbose)
-        _fresh_callback(tuner, callback)
-        print(f"resuming sweep {cfg.name} from {paths.tune_target}", flush=True)
+        callback = _callback(cfg, where, tracker, verbose)
+        if _has_snapshot(where.tune_target):
+            tuner = tune.Tuner.restore(where.tune_target, trainable_for(cfg), resume_unfinished=True,
+                                       resume_errored=False, restart_errored=restart_errored)
+            _fresh_callback(tuner, callback)
+        else:  # killed before Tune's first snapshot: the search's own log says what ran, Tune starts afresh
+            tuner = tune.Tuner(trainable_for(cfg), tune_config=search.tune_config(cfg, where.root),
+                               run_config=_run_config(cfg, where, callback))
+        print(f"resuming sweep {cfg.name} from {where.tune_target}", flush=True)
         tuner.fit()
-        return finish(cfg, paths, tracker, callback)
+        return finish(cfg, where, tracker, callback)
     finally:
         if started:
             connect.shutdown()
+
+
+def _has_snapshot(tune_target: str) -> bool:
+    """Whether Tune wrote an experiment snapshot there (at its first step): without one, Tuner.restore
+    would run a one-trial experiment, since the sample count lives in the snapshot."""
+    import pyarrow.fs as pafs
+
+    fs, root = paths.fs_path(tune_target) if paths.is_uri(tune_target) else (pafs.LocalFileSystem(), tune_target)
+    found = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = {i.base_name for i in found}
+    return "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names)
 
 
 def _stop_list(cfg: SweepConfig) -> None:
@@ -196,41 +205,46 @@ def _fresh_callback(tuner: Any, callback: Any) -> None:
             callbacks[i] = callback
 
 
-def tune_trials(paths: SweepPaths) -> list[Any]:
+def tune_trials(where: SweepPaths) -> list[Any]:
     """The trials of a sweep's Tune experiment, read from its saved state."""
     from ray.tune import ExperimentAnalysis
 
-    if paths.remote is not None:
-        from sweeps.stores import remote
-
-        if not remote.exists(paths.tune_target):
+    if where.remote is not None:
+        if not paths.exists(where.tune_target):
             return []
-        return list(ExperimentAnalysis(paths.tune_target).trials)
-    if not paths.tune.is_dir():
+        return list(ExperimentAnalysis(where.tune_target).trials)
+    if not where.tune.is_dir():
         return []
-    return list(ExperimentAnalysis(str(paths.tune)).trials)
+    return list(ExperimentAnalysis(str(where.tune)).trials)
 
 
-def record(cfg: SweepConfig, paths: SweepPaths, tracker: Any, records: list[rs.TrialRecord]) -> int:
-    """Bring MLflow in line with the trial index: held writes, groups, every trial's run, the parent's
-    summary and state. Returns how many trials errored. Needs only MLflow (`gitsweep sync` runs it)."""
+def record(cfg: SweepConfig, where: SweepPaths, tracker: Any, records: list[rs.TrialRecord]) -> int:
+    """Bring MLflow in line with the trial index: held writes, groups and the race's decisions, every
+    trial's run, the parent's summary and state. Returns how many trials errored. Needs only MLflow
+    (`gitsweep sync` runs it)."""
+    from sweeps.search_state import read_decisions
     from sweeps.tracking.callback import TrialIndex, group_update
     from sweeps.tracking.outbox import Outbox
 
     outbox = Outbox(tracker)
-    for kind, args in Outbox.load(paths.root):  # what an earlier session could not write
+    for kind, args in Outbox.load(where.root):  # what an earlier session could not write
         outbox.events.append((kind, args))
     outbox.drain(force=True)
     if outbox.events:
-        raise OutageError(paths, outbox)
-    (paths.root / "mlflow_outbox.json").unlink(missing_ok=True)
+        raise OutageError(where, outbox)
+    (where.root / "mlflow_outbox.json").unlink(missing_ok=True)
+    decisions = read_decisions(where.root) if cfg.search.racing is not None else {}
     if cfg.search.repeats > 1:  # groups whose repeats ended while no driver was watching
-        index = TrialIndex(paths)
+        index = TrialIndex(where, kind_of(cfg.trial).result_files)
         for gid in sorted({r.group_id for r in records}):
-            tracker.log_group(*group_update(cfg, index, next(r.config for r in records if r.group_id == gid)))
-    errored = int(tracker.reconcile(records, paths.results))
+            d = decisions.get(gid)
+            args = group_update(cfg, index, gid, d is not None and d.decision == "dropped")
+            if d is not None:
+                tracker.log_race(args[0], d)
+            tracker.log_group(*args)
+    errored = int(tracker.reconcile(records, where.results))
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
-    tracker.log_summary(sweep_summary(cfg, records))
+    tracker.log_summary(sweep_summary(cfg, records, where.results))
     tracker.close_parent(errored + len(unfinished))
     return errored
 
@@ -240,43 +254,38 @@ class OutageError(UserError):
 
     exit_code = 1
 
-    def __init__(self, paths: SweepPaths, outbox: Any) -> None:
-        saved = outbox.save(paths.root)
+    def __init__(self, where: SweepPaths, outbox: Any) -> None:
+        saved = outbox.save(where.root)
         super().__init__(f"the MLflow server is unreachable; the sweep's results are complete on disk and "
                          f"{len(outbox.events)} MLflow write(s) wait in {saved}: run `gitsweep sync "
-                         f"{paths.root.name}` (or resume) when the server is back")
+                         f"{where.root.name}` (or resume) when the server is back")
 
 
-def finish(cfg: SweepConfig, paths: SweepPaths, tracker: Any, callback: Any = None) -> int:
+def finish(cfg: SweepConfig, where: SweepPaths, tracker: Any, callback: Any = None) -> int:
     """Sync the index and MLflow to Tune's final states, print the summary; 0 only if every trial finished."""
+    from sweeps.report import write_report
     from sweeps.tracking.callback import TrialIndex
     from sweeps.tracking.outbox import is_outage
 
-    records = TrialIndex(paths).sync(tune_trials(paths))
-    prune_checkpoints(paths.tune_target)
+    records = TrialIndex(where, kind_of(cfg.trial).result_files).sync(tune_trials(where))
+    prune_checkpoints(where.tune_target)
     if callback is not None and not callback.outbox.drain(force=True):
-        raise OutageError(paths, callback.outbox)  # what this session could not write goes to disk
+        raise OutageError(where, callback.outbox)  # what this session could not write goes to disk
     try:
-        errored = record(cfg, paths, tracker, records)
+        errored = record(cfg, where, tracker, records)
     except Exception as exc:
         if not is_outage(exc):
             raise
-        raise OutageError(paths, getattr(callback, "outbox", None) or _empty_outbox(tracker)) from None
-    unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
-    from sweeps.report.groups import collect_groups
+        raise OutageError(where, getattr(callback, "outbox", None) or _empty_outbox(tracker)) from None
+    report = write_report(cfg, where, records)
+    from sweeps.summary import closing_summary
 
-    groups = collect_groups(cfg, records, paths.results) if cfg.search.repeats > 1 else []
-    print_summary(cfg, records, tracker, groups)
-    if groups:
-        print_groups(cfg, groups)
+    print(closing_summary(cfg, records, tracker, report), flush=True)
+    unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
     if errored or unfinished:
-        if cfg.storage_uri is not None:
-            extra = f" --storage {cfg.storage_uri}"
-        else:
-            extra = "" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_path}"
         flag = " --restart-errored" if errored else ""  # unfinished trials need no flag to continue
         print(f"{errored} trial(s) errored, {len(unfinished)} unfinished. To rerun them:\n"
-              f"  gitsweep resume {cfg.name}{flag}{extra}", flush=True)
+              f"  gitsweep resume {cfg.name}{flag}{paths.storage_flag(cfg.storage)}", flush=True)
         return 1
     return 0
 
@@ -294,9 +303,7 @@ def prune_checkpoints(tune_target: str) -> int:
     which is what a later `resume --restart-errored` restores."""
     import pyarrow.fs as pafs
 
-    from sweeps.stores import remote
-
-    fs, root = remote.fs_path(tune_target) if remote.is_uri(tune_target) else (pafs.LocalFileSystem(), tune_target)
+    fs, root = paths.fs_path(tune_target) if paths.is_uri(tune_target) else (pafs.LocalFileSystem(), tune_target)
     removed = 0
     for trial in fs.get_file_info(pafs.FileSelector(root)):
         if trial.type != pafs.FileType.Directory or not trial.base_name.startswith("trial_"):
@@ -310,79 +317,24 @@ def prune_checkpoints(tune_target: str) -> int:
     return removed
 
 
-def sweep_summary(cfg: SweepConfig, records: list[rs.TrialRecord]) -> dict[str, float]:
-    """The parent run's metrics: trials finished / failed / stopped early, and each objective's best value
-    over the finished trials (over the group means when configurations run as groups)."""
-    done = [r for r in records if r.status == "TERMINATED"]
-    out = {"sweep/trials_finished": float(len(done)),
-           "sweep/trials_failed": float(sum(r.status == "ERROR" for r in records)),
-           "sweep/trials_stopped_early": float(sum(r.stopped_early for r in records))}
-    values: list[dict[str, float]] = [r.last for r in done]
-    if cfg.search.repeats > 1:
-        from sweeps.group_stats import summarize
+def sweep_summary(cfg: SweepConfig, records: list[rs.TrialRecord], results: Path) -> dict[str, float]:
+    """The parent run's metrics: trials finished / failed / stopped early (and by the race), each
+    objective's best value over the finished trials, or over the group means with repeats (sweeps.groups)."""
+    from sweeps.groups import collect
 
-        by_group: dict[str, list[rs.TrialRecord]] = {}
-        for r in done:
-            by_group.setdefault(r.group_id, []).append(r)
-        values = [{m: summarize(x.last.get(m, float("nan")) for x in g).mean for m in cfg.search.metric}
-                  for g in by_group.values()]
+    done = [r for r in records if r.status == "TERMINATED" and not r.stopped_by_race]
+    states = Counter(r.status for r in records)
+    out = {"sweep/trials_finished": float(len(done)), "sweep/trials_failed": float(states["ERROR"]),
+           "sweep/trials_stopped_early": float(sum(r.stopped_early for r in records))}
+    grouped = cfg.search.repeats > 1
+    groups = collect(records, results, cfg.search.repeat_over if grouped else None)
     for metric, mode in zip(cfg.search.metric, cfg.search.mode, strict=True):
-        found = [v[metric] for v in values if metric in v and v[metric] == v[metric]]
+        found = [g.stats(metric).mean for g in groups] if grouped else [r.last.get(metric, float("nan")) for r in done]
+        found = [v for v in found if v == v]
         if found:
             out[f"best/{metric}"] = max(found) if mode == "max" else min(found)
+    if cfg.search.racing is not None:
+        run = len(records)
+        out.update({"race/trials_run": float(run),
+                    "race/trials_saved": float(len(groups) * cfg.search.repeats - run)})
     return out
-
-
-def best_record(cfg: SweepConfig, records: list[rs.TrialRecord]) -> rs.TrialRecord | None:
-    """The best trial by the sweep's objectives in order (rs.best_rule)."""
-    done = [r for r in records if r.status == "TERMINATED"]
-    i = rs.best_of([r.last for r in done], list(zip(cfg.search.metric, cfg.search.mode, strict=True)))
-    return None if i is None else done[i]
-
-
-def print_summary(cfg: SweepConfig, records: list[rs.TrialRecord], tracker: Any, groups: Sequence[Any] = ()) -> None:
-    """States, the best trial (with repeats: the best group), and where to look. `groups`: the sweep's
-    groups (sweeps.report.groups.collect_groups) when it runs repeats."""
-    states = Counter(r.status for r in records)
-    print(f"\nsweep {cfg.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
-    objectives = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
-    rule = rs.best_rule(objectives)
-    if groups:
-        print_best_group(groups, objectives, rule)
-    elif (best := best_record(cfg, records)) is not None:
-        r = best.last
-        metrics = ", ".join(f"{m} {r[m]:.4f}" for m in cfg.search.metric if m in r)
-        print(f"best trial {best.trial_id} ({rule}): {metrics} ({rs.describe(rs.sampled_values(best.config), True)})")
-        if "ekld/head" in r:
-            print(f"  eKLD head {r['ekld/head']:.4f} vs tail {r['ekld/tail']:.4f} "
-                  f"(Spearman with class size {r.get('ekld/size_spearman', float('nan')):.2f})")
-    print(f"MLflow: {mr.ui_command(tracker.uri, tracker.artifact_root)}")
-    print(f"Optuna study: {mr.executable('gitsweep')} dashboard {cfg.name}"
-          + ("" if Path(cfg.storage_path) == default_storage() else f" --storage {cfg.storage_uri or cfg.storage_path}"))
-    print(f"experiment '{cfg.experiment}', parent run {tracker.parent_run_id}", flush=True)
-
-
-def print_best_group(groups: Sequence[Any], objectives: Sequence[tuple[str, str]], rule: str) -> None:
-    """The best configuration by its group means (what the search optimises), with their intervals."""
-    i = rs.best_of([g.result.metrics for g in groups], objectives)
-    if i is None:
-        return
-    g = groups[i]
-    m = g.result.metrics
-    shown = "; ".join(f"{k} {m[k]:.4f} [95% CI {m[f'{k}/ci95_low']:.4f}, {m[f'{k}/ci95_high']:.4f}]"
-                      for k, _ in objectives if k in m)
-    print(f"best group {g.result.group_id} ({rule}, over its {len(g.result.finals)} repeats): {shown} "
-          f"({rs.describe(g.searched, True)})")
-
-
-def print_groups(cfg: SweepConfig, groups: Sequence[Any]) -> None:
-    """Group means with 95% CIs, and GIT against its baseline paired by repeat."""
-    from sweeps.report import groups as gr
-
-    print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
-    metrics = list(dict.fromkeys([*cfg.search.metric, *gr.HEADLINE]))
-    print(gr.format_groups(gr.group_table(cfg, groups), metrics))
-    rows = gr.contrast_rows(gr.default_pairs(groups), list(cfg.search.space))
-    if len(rows):
-        print("GIT - baseline, paired by repeat:")
-        print(gr.format_contrast(rows), flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 from gitlib.data.sources import SOURCES, check_source
 from gitlib.errors import DataError
 from sweeps.config import SweepConfig
+from sweeps.kinds import kind_of
 
 FILE_KEYS = ("dataset.source", "dataset.root")
 
@@ -46,8 +47,8 @@ def data_sources(cfg: SweepConfig) -> list[tuple[str, str | None]]:
 def preflight(cfg: SweepConfig) -> None:
     """Check every data source `cfg` can touch (root present, expected files present, headers, dtypes and
     shapes); DataError (exit 2) naming the file, and the searched values that lead to it."""
-    if cfg.trial == "msr":
-        return  # its task families are generated on the fly: no files to read
+    if not kind_of(cfg.trial).data:
+        return  # the kind reads no data set (MSR's task families and the synthetic objective are generated)
     searched = [key for key in FILE_KEYS if key in cfg.search.space]
     pairs = data_sources(cfg)
     for source, root in pairs:

@@ -14,8 +14,8 @@ A trial's report to Tune may carry a checkpoint folder holding:
     fatal.json            a non-retryable failure: a retry fails at once with the same reason
 
 The result that carries the final checkpoint also carries `trial/final = 1`. The driver copies a finished
-trial's final.json, per_class.parquet and figures into `<sweep>/results/<trial_id>/`, and keeps one
-record per trial in `<sweep>/trials.json` (state, Tune config, last metrics, error).
+trial's result files (those its kind declares, sweeps.kinds) into `<sweep>/results/<trial_id>/`, and keeps
+one record per trial in `<sweep>/trials.json` (state, Tune config, last metrics, error).
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from gitlib.configs import from_dict
-from sweeps.config import SweepConfig, with_value
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,7 +42,6 @@ SAMPLES_PNG = "samples.png"
 SHARING_PNG = "sharing_pattern.png"
 FATAL = "fatal.json"
 FINAL_KEY = "trial/final"  # set on the result whose checkpoint holds FINAL
-RESULT_FILES = (FINAL, PER_CLASS, CURVES, EKLD_PNG, SAMPLES_PNG, SHARING_PNG)  # what the driver keeps of a finished trial
 GROUP_KEY, REPEAT_KEY = "_group", "_repeat"  # bookkeeping keys in a Tune config: not config keys
 
 
@@ -64,15 +60,6 @@ def describe(values: Mapping[str, Any], full_keys: bool = False, sep: str = ", "
     return sep.join(f"{k if full_keys else k.split('.')[-1]}={short(v)}" for k, v in values.items())
 
 
-def trial_config(base: dict[str, Any], sample: dict[str, Any]) -> SweepConfig:
-    """The resolved config of one trial: `base` with every sampled dotted key applied and validated."""
-    search = {**base["search"], "space": {}, "points_to_evaluate": []}  # a point: no space to validate
-    cfg = from_dict(SweepConfig, {**base, "search": search})
-    for key, value in sorted(sampled_values(sample).items()):
-        cfg = with_value(cfg, key, value)
-    return cfg
-
-
 @dataclass
 class TrialRecord:
     """One trial as the driver last saw it."""
@@ -82,7 +69,8 @@ class TrialRecord:
     config: dict[str, Any]  # Tune's config: sampled values and bookkeeping keys
     last: dict[str, float] = field(default_factory=dict)  # numbers of its latest result
     error: str = ""
-    stopped_early: bool = False
+    stopped_early: bool = False  # stopped by ASHA or the time budget, and evaluated where it stopped
+    stopped_by_race: bool = False  # stopped by the race (its group was dropped): no final results
     final: bool = False  # its final results are under results/<trial_id>/
 
     @property
@@ -92,6 +80,11 @@ class TrialRecord:
     @property
     def repeat(self) -> int:
         return int(self.config.get(REPEAT_KEY, 0))
+
+    @property
+    def slot(self) -> tuple[str, int]:
+        """(group, repeat): what the trial runs for the search, kept when a lost trial runs again."""
+        return self.group_id, self.repeat
 
 
 def numbers(result: dict[str, Any]) -> dict[str, float]:
@@ -117,14 +110,14 @@ def write_index(path: Path, records: list[TrialRecord]) -> None:
     write_json(path, {"trials": [asdict(r) for r in records]})
 
 
-def keep_results(checkpoint_dir: Path, dest: Path) -> bool:
-    """Copy a final checkpoint's result files into `dest`; False when it holds no final.json."""
+def keep_results(checkpoint_dir: Path, dest: Path, files: Sequence[str]) -> bool:
+    """Copy a final checkpoint's result `files` into `dest`; False when it holds no final.json."""
     if not (checkpoint_dir / FINAL).is_file():
         return False
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in RESULT_FILES:
+    for name in files:
         if (checkpoint_dir / name).is_file():
             shutil.copyfile(checkpoint_dir / name, tmp / name)
     shutil.rmtree(dest, ignore_errors=True)
@@ -151,16 +144,6 @@ def read_per_class(folder: Path) -> pa.Table | None:
     import pyarrow.parquet as pq
 
     return pq.read_table(path)
-
-
-# reported every epoch / checkpoint interval / evaluation (MSR: the meta-test error as it develops)
-SERIES_PREFIXES = ("train/", "val/", "loss/", "trial/", "meta_train/", "meta_test/")
-SERIES_KEYS = ("lr", "epoch", "iteration", "step", "time/train_s", "time/epoch_s")
-
-
-def is_series(key: str) -> bool:
-    """Whether a result key is a per-epoch (or per-chunk) series; the rest describe the final model."""
-    return key.startswith(SERIES_PREFIXES) or key in SERIES_KEYS
 
 
 PER_CLASS_SERIES = {"ekld": "per_class/ekld", "accuracy": "per_class/acc", "consistency": "per_class/consistency"}

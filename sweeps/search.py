@@ -1,10 +1,18 @@
-"""Search space -> Optuna sampler -> groups of repeats (+ optional ASHA) -> a Tune `TuneConfig`.
+"""Search space -> Optuna sampler -> groups of repeats, raced or not (+ optional ASHA) -> a Tune `TuneConfig`.
 
-Samplers: TPE (default, seeded; also multi-objective), random, grid (every key categorical, int or
-float with a step) and NSGA-II (multi-objective). Several `search.metric`s make the study
-multi-objective; "best" in summaries and reports then means the first metric. Every configuration runs
-as a group of `search.repeats` trials (one trial when 1), and the Optuna study, in SQLite next to the
-sweep, holds one trial per group with the group statistic (`search.group_stat`) as its values.
+Samplers and schedulers are registry entries (sweeps.config.SAMPLERS / SCHEDULERS): TPE (default, also
+multi-objective), random, grid (every key categorical, int or float with a step) and NSGA-II
+(multi-objective); no scheduler, or ASHA. Several `search.metric`s make the study multi-objective; "best"
+in summaries and reports then means the first metric. Every configuration runs as a group of up to
+`search.repeats` trials (one trial when 1); with `search.racing` a group may be dropped early
+(sweeps.race). The Optuna study, in SQLite next to the sweep, holds one trial per group with the group
+statistic (`search.group_stat`) as its values.
+
+The search's state lives in an append-only log (sweeps.search_state), written before each change takes
+effect, so a sweep killed at any moment resumes from exactly where it was: Tune's own experiment snapshot
+(every few seconds) only tells which trials Tune will restore, and the repeats it lost are run again.
+The sampler is seeded anew for every configuration from `search.seed` and the configuration's index, so a
+resumed search proposes what an uninterrupted one would, never the first proposals over again.
 """
 
 from __future__ import annotations
@@ -13,131 +21,170 @@ import math
 import pickle
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from gitlib.errors import ConfigError
 from sweeps import results as rs
-from sweeps.config import ParamSpace, SweepConfig
-from sweeps.group_stats import group_value
+from sweeps.config import SAMPLERS, SCHEDULERS, SearchConfig, SweepConfig, race_plan
+from sweeps.kinds import kind_of
+from sweeps.paths import study_storage
+from sweeps.race import NEW, Race
+from sweeps.search_state import FILE, LogReader, SearchState
+from sweeps.space import configurations, distributions, grid_values
+
+# ---- samplers (registry entries of sweeps.config.SAMPLERS) ----------------------------------------------
+# (search config, index of the configuration to propose) -> an Optuna sampler. A fresh sampler proposes
+# each configuration, seeded by (search.seed, index): its proposals depend on the study and the index
+# alone, so a resumed search goes on where the killed one was instead of repeating its first proposals.
+
+def _seed(search: SearchConfig, index: int) -> int:
+    return int(np.random.SeedSequence([search.seed, index]).generate_state(1)[0])
 
 
-def distributions(cfg: SweepConfig) -> dict[str, Any]:
-    """`search.space` as Optuna distributions keyed by dotted config path."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out: dict[str, Any] = {}
-    for key, p in cfg.search.params().items():
-        if p.type == "categorical":
-            assert p.choices is not None
-            out[key] = CategoricalDistribution(list(p.choices))
-        elif p.type == "int":
-            step = int(p.step or 1)
-            out[key] = IntDistribution(int(p.low or 0), int(p.high or 0), step=step)
-        elif p.type == "loguniform":
-            if p.step:
-                raise ConfigError(f"search.space.{key}.step", "loguniform takes no step")
-            out[key] = FloatDistribution(float(p.low or 0), float(p.high or 0), log=True)
-        else:
-            out[key] = FloatDistribution(float(p.low or 0), float(p.high or 0), step=p.step)
-    return out
-
-
-def grid_values(key: str, p: ParamSpace) -> list[Any]:
-    """The grid of one key: its choices, every int in range, or a float range cut by its step."""
-    if p.type == "categorical":
-        return list(p.choices or ())
-    if p.step is None and p.type != "int":
-        raise ConfigError(f"search.space.{key}", "grid sampler needs categorical, int or a float step")
-    low, high = float(p.low or 0), float(p.high or 0)
-    step = float(p.step or 1)
-    n = math.floor((high - low) / step + 1e-9) + 1
-    values = [low + i * step for i in range(n)]
-    return [int(v) for v in values] if p.type == "int" else [round(v, 12) for v in values]
-
-
-def sampler(cfg: SweepConfig) -> Any:
+def tpe_sampler(search: SearchConfig, index: int) -> Any:
     import optuna
 
-    s = cfg.search
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    if s.sampler == "grid":
-        grid = {k: grid_values(k, p) for k, p in s.params().items()}
-        return optuna.samplers.GridSampler(grid, seed=s.seed)
-    if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+    return optuna.samplers.TPESampler(seed=_seed(search, index), multivariate=True)
 
 
-def grid_size(cfg: SweepConfig) -> int | None:
-    """Points in the grid sampler's grid (None for the other samplers)."""
-    if cfg.search.sampler != "grid":
-        return None
-    return math.prod(len(grid_values(k, p)) for k, p in cfg.search.params().items())
+def random_sampler(search: SearchConfig, index: int) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=_seed(search, index))
 
 
-def configurations(cfg: SweepConfig) -> int:
-    """Configurations the search proposes: num_samples, at most the grid's size with the grid sampler."""
-    return min(cfg.search.num_samples, grid_size(cfg) or cfg.search.num_samples)
+def grid_sampler(search: SearchConfig, index: int) -> Any:
+    """The grid is shuffled by the seed, so every proposal uses search.seed itself: the same order each
+    time, and the next point is drawn from the ones the study has not started."""
+    import optuna
+
+    return optuna.samplers.GridSampler({k: grid_values(k, p) for k, p in search.params().items()}, seed=search.seed)
+
+
+def nsga2_sampler(search: SearchConfig, index: int) -> Any:
+    import optuna
+
+    if len(search.metric) < 2:
+        raise ConfigError("search.sampler", "nsga2 is for several metrics (multi-objective)")
+    return optuna.samplers.NSGAIISampler(seed=_seed(search, index))
+
+
+def sampler(search: SearchConfig, index: int = 0) -> Any:
+    """The sampler that proposes configuration number `index`."""
+    return SAMPLERS.get(search.sampler)(search, index)
 
 
 def check(cfg: SweepConfig) -> None:
     """Raise ConfigError for a search setup that cannot run, before anything starts."""
-    distributions(cfg)
-    sampler(cfg)
-    if cfg.search.sampler == "nsga2" and len(cfg.search.metric) < 2:
-        raise ConfigError("search.sampler", "nsga2 is for several metrics (multi-objective)")
+    distributions(cfg.search)
+    sampler(cfg.search)
 
 
-def study_storage(cfg: SweepConfig, root: Path) -> str:
-    """The Optuna study's storage: `search.storage` (for teams, e.g. a database of its own on the MLflow
-    server's PostgreSQL: Optuna's and MLflow's tables would collide in one), else SQLite next to the sweep."""
-    return cfg.search.storage or f"sqlite:///{root / 'optuna.db'}"
-
-
-@dataclass
-class Group:
-    """One configuration of the search and its repeats."""
-
-    number: int  # the Optuna trial that proposed it
-    params: dict[str, Any]
-    trials: dict[int, str] = field(default_factory=dict)  # repeat -> Tune trial id
-    values: dict[int, list[float] | None] = field(default_factory=dict)  # repeat -> objectives (None: failed)
-    told: bool = False
+def repeat_base(cfg: SweepConfig) -> int:
+    """The configured value of the repeat key: repeat r of every group uses base + r."""
+    return int(cfg.seed if cfg.search.repeat_over == "seed" else cfg.dataset.instance)
 
 
 class GroupSearch(Searcher):
-    """Optuna's ask / tell over groups: every configuration it proposes runs as `search.repeats` Tune
-    trials (repeat r sets the repeat key to base + r), and Optuna is told one value per objective, the
-    group statistic over the finished repeats, when the last repeat ends. A group whose repeats all
-    failed is told as failed. The state (groups, repeats handed out) is saved with Tune's experiment
-    snapshot, and the study lives in a real storage, so a resumed sweep continues both."""
+    """Optuna's ask / tell over groups of repeats, raced or not (sweeps.race decides which repeat runs next
+    and which groups are dropped). Repeat r of a group sets the repeat key to base + r. Optuna is told one
+    value per objective, the group statistic over the finished repeats, when the group is dropped or its
+    last repeat has ended; a group whose repeats all failed is told as failed."""
 
-    def __init__(self, cfg: SweepConfig, storage: str, study_name: str) -> None:
+    def __init__(self, cfg: SweepConfig, storage: str, study_name: str, root: Path | None = None) -> None:
         s = cfg.search
         super().__init__(metric=s.metric[0], mode=s.mode[0])
+        self.search = s
         self.objectives = list(zip(s.metric, s.mode, strict=True))
-        self.space, self.points = distributions(cfg), [dict(p) for p in s.points_to_evaluate]
-        self.repeats, self.stat = s.repeats, s.group_stat
+        self.race = Race(race_plan(cfg))
+        self.recorded = list(dict.fromkeys([*s.metric, self.race.plan.metric]))  # what a repeat's result keeps
+        self.space, self.points = distributions(s), [dict(p) for p in s.points_to_evaluate]
         self.repeat_key, self.base = s.repeat_over, repeat_base(cfg)
-        self.configs = configurations(cfg)
-        self.storage, self.study_name, self.sampler = storage, study_name, sampler(cfg)
-        self.groups: dict[str, Group] = {}
-        self.trial_group: dict[str, tuple[str, int]] = {}
-        self.queue: list[tuple[str, int]] = []  # repeats not handed to Tune yet
-        self.adopt: list[int] = []  # Optuna trials asked before a crash that no group holds
+        self.configs = configurations(s)
+        self.storage, self.study_name = storage, study_name
+        self.log_path = root / FILE if root is not None else None
+        self.state = SearchState.load(self.log_path) if self.log_path else SearchState()
         self.budget_s = s.time_budget_s
         self._study: Any = None
         self._deadline: float | None = None  # this session's: the budget counts from when it starts
+        self._resumed = bool(self.state.groups)  # a log to go on from: some repeats may be lost
+        self._tune_known: set[str] = set()  # the trials Tune's restored snapshot holds
+        self._lost: list[tuple[str, int]] = []
+        self._adopt: list[int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None, "_deadline": None}  # a database connection does not pickle
+        # the log is the state; a database connection does not pickle
+        return {**self.__dict__, "_study": None, "_deadline": None, "state": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled by a restored Tuner: the state is the log's, and the repeats handed to trials that
+        Tune's snapshot does not hold (`restore` says which it holds) are run again."""
+        self.__dict__.update(state)
+        self.state = SearchState.load(self.log_path) if self.log_path else SearchState()
+        self._resumed, self._tune_known, self._lost, self._adopt = True, set(), [], None
+
+    # ---- Tune's Searcher interface ----------------------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # the objectives come from the sweep config
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self._resumed:
+            self._find_lost()
+        if self.out_of_time():
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel: no more trials
+        slot = self._next_slot()
+        if slot is None:
+            done = self.race.done(self.state, self._can_add())
+            return Searcher.FINISHED if done else None  # type: ignore[return-value]
+        gid, r = slot
+        self.state.assign(gid, r, trial_id)  # logged before Tune learns of the trial
+        config = {**self.state.groups[gid].params, rs.GROUP_KEY: gid, rs.REPEAT_KEY: r}
+        if self.race.plan.repeats > 1:
+            config[self.repeat_key] = self.base + r
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._resumed:
+            self._find_lost()
+        if error:
+            status, values = "ERROR", None
+        elif result and result.get(rs.FINAL_KEY):
+            status, values = "TERMINATED", {m: float(result.get(m, math.nan)) for m in self.recorded}
+        else:
+            status, values = "STOPPED", None  # stopped before its final result (by the race)
+        if not self.state.end(trial_id, status, values):
+            return
+        self.race.decide(self.state)
+        self._tell_due()
+
+    def save(self, checkpoint_path: str) -> None:
+        # Tune asks for it with every experiment snapshot; the search's state is in its own log already.
+        Path(checkpoint_path).write_bytes(pickle.dumps({"log": str(self.log_path)}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass  # the log is read when Tune unpickles the searcher (__setstate__)
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Called by a restored Tuner once it has read its experiment snapshot (into `checkpoint_dir`): the
+        trials that snapshot holds are the ones Tune will run or knows ended. A trial created just before
+        the snapshot but not yet started can be missing from it, so this reads the snapshot itself."""
+        import json
+
+        from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+        newest = _find_newest_experiment_checkpoint(checkpoint_dir)
+        if newest is not None:
+            data = json.loads(Path(newest).read_text())
+            self._tune_known = {json.loads(state)["trial_id"] for state, _ in data.get("trial_data", [])}
+
+    # ---- the plan -----------------------------------------------------------------------------------
 
     def out_of_time(self) -> bool:
         """Past `search.time_budget_s` of this session: no new trials (the running ones are asked to stop)."""
@@ -147,6 +194,34 @@ class GroupSearch(Searcher):
             self._deadline = time.monotonic() + self.budget_s
         return time.monotonic() >= self._deadline
 
+    def _can_add(self) -> bool:
+        return len(self.state.groups) < self.configs
+
+    def _next_slot(self) -> tuple[str, int] | None:
+        while self._lost:
+            gid, r = self._lost.pop(0)
+            if not self.state.dropped(gid):
+                return gid, r
+            self.state.end(self.state.repeat(gid, r).trial_id, "STOPPED", None)
+        while True:
+            slot = self.race.next_slot(self.state, self._can_add())
+            if slot != NEW:
+                return slot
+            self._new_group()
+
+    def _find_lost(self) -> None:
+        """After a resume: the repeats handed to trials Tune's snapshot does not hold (started after it)
+        are run again first, under new trial ids."""
+        self._resumed = False
+        for gid, g in self.state.groups.items():
+            for r, rep in sorted(g.repeats.items()):
+                if rep.status == "RUNNING" and rep.trial_id not in self._tune_known:
+                    self._lost.append((gid, r))
+        self.race.decide(self.state)  # decisions a kill cut short (deterministic in the state)
+        self._tell_due()
+
+    # ---- Optuna ---------------------------------------------------------------------------------------
+
     @property
     def study(self) -> Any:
         if self._study is None:
@@ -154,7 +229,7 @@ class GroupSearch(Searcher):
 
             directions: list[Any] = ["maximize" if m == "max" else "minimize" for _, m in self.objectives]
             self._study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True,
-                                              directions=directions, sampler=self.sampler)
+                                              directions=directions, sampler=sampler(self.search))
             if not self._study.trials:
                 with warnings.catch_warnings():  # experimental since Optuna 3.2, and still the way to name them
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -163,85 +238,90 @@ class GroupSearch(Searcher):
                     self._study.enqueue_trial(point)
         return self._study
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-        return True  # the objectives come from the sweep config
+    def _new_group(self) -> str:
+        """Ask Optuna for the next configuration (or adopt one it was asked for before a kill)."""
+        import optuna
 
-    def _new_group(self) -> str | None:
-        if len(self.groups) >= self.configs:
-            return None
-        if self.adopt:
-            number = self.adopt.pop(0)
-            params = next(t.params for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        if self._adopt is None:  # trials asked before a kill that no group holds
+            held = {g.number for g in self.state.groups.values()}
+            running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            self._adopt = sorted(t.number for t in running if t.number not in held)
+        gid = f"g{len(self.state.groups):04d}"
+        if self._adopt:
+            number = self._adopt.pop(0)
+            params = dict(self.study.trials[number].params)
         else:
+            self.study.sampler = sampler(self.search, len(self.state.groups))
             trial = self.study.ask(self.space)
             number, params = trial.number, dict(trial.params)
-        gid = f"g{len(self.groups):04d}"
-        trial_id = next(t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == number)
-        self.study._storage.set_trial_user_attr(trial_id, "group_id", gid)  # the MLflow group run's id
-        self.groups[gid] = Group(number, params)
-        self.queue.extend((gid, r) for r in range(self.repeats))
+        self._set_attrs(number, {"group_id": gid})  # the MLflow group run's id
+        self.state.add_group(gid, number, params)
         return gid
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.out_of_time():
-            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel: no more trials
-        if not self.queue and self._new_group() is None:
-            return None  # every configuration is out; Tune asks for exactly configurations x repeats
-        gid, r = self.queue.pop(0)
-        group = self.groups[gid]
-        group.trials[r] = trial_id
-        self.trial_group[trial_id] = (gid, r)
-        config = {**group.params, rs.GROUP_KEY: gid, rs.REPEAT_KEY: r}
-        if self.repeats > 1:
-            config[self.repeat_key] = self.base + r
-        return config
+    def _set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
+        storage, study = self.study._storage, self.study
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        for k, v in attrs.items():
+            storage.set_trial_user_attr(trial_id, k, v)
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self.trial_group:
-            return
-        gid, r = self.trial_group[trial_id]
-        group = self.groups[gid]
-        values = [float((result or {}).get(m, math.nan)) for m, _ in self.objectives]
-        group.values[r] = None if error or not result else values
-        if len(group.values) == self.repeats and not group.told:
-            self._tell(group)
+    def _tell_due(self) -> None:
+        """Tell Optuna every group that is dropped or whose repeats have all ended, once; a told group
+        whose numbers changed since (a repeat restarted with --restart-errored) is told again."""
+        for gid, g in self.state.groups.items():
+            over = self.state.dropped(gid) or self.state.ended(g) >= self.race.plan.repeats
+            if over and gid not in self.state.told:
+                self._tell(g)
 
-    def group_values(self, group: Group) -> list[float] | None:
-        """The statistic of each objective over the group's finished repeats; None if all failed."""
-        done = [v for v in group.values.values() if v is not None]
-        if not done:
-            return None
-        return [group_value([v[i] for v in done], self.stat, mode) for i, (_, mode) in enumerate(self.objectives)]
-
-    def _tell(self, group: Group) -> None:
+    def _tell(self, g: Any) -> None:
         import optuna
 
-        values = self.group_values(group)
-        group.told = True
+        values = [g.stats(m).value(self.search.group_stat, mode) for m, mode in self.objectives]
+        d = self.state.decisions.get(g.group_id)
+        attrs: dict[str, Any] = {"n": len(g.finished), "raced_out": bool(d and d.decision == "dropped"),
+                 "p_value": None if d is None or math.isnan(d.p) else d.p}
+        attrs.update({f"{m}/ci95": [g.stats(m).ci95_low, g.stats(m).ci95_high] for m, _ in self.objectives})
+        ok = all(math.isfinite(v) for v in values)
         try:
-            if values is None or not all(math.isfinite(v) for v in values):
-                self.study.tell(group.number, state=optuna.trial.TrialState.FAIL)
+            self._set_attrs(g.number, attrs)
+            if ok:
+                self.study.tell(g.number, values)
             else:
-                self.study.tell(group.number, values)
-        except (RuntimeError, ValueError):  # told already, before a crash the snapshot did not see
-            pass
+                self.study.tell(g.number, state=optuna.trial.TrialState.FAIL)
+        except (RuntimeError, ValueError):  # finished already: told before a kill, or told with older numbers
+            if ok and self.study.trials[g.number].values != values:
+                self._retell(g, values, attrs)
+        self.state.mark_told(g.group_id)
 
-    def save(self, checkpoint_path: str) -> None:
-        state = {k: getattr(self, k) for k in ("groups", "trial_group", "queue", "adopt")}
-        Path(checkpoint_path).write_bytes(pickle.dumps(state))
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+    def _retell(self, g: Any, values: list[float], attrs: dict[str, Any]) -> None:
+        """A finished Optuna trial cannot change: its group's new numbers go in as a new trial that says
+        which one it supersedes."""
         import optuna
 
-        held = {g.number for g in self.groups.values()} | set(self.adopt)
-        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        self.adopt += sorted(t.number for t in running if t.number not in held)
+        trial = optuna.trial.create_trial(params=g.params, distributions={k: self.space[k] for k in g.params},
+                                          values=values, user_attrs={**attrs, "group_id": g.group_id,
+                                                                      "supersedes": g.number})
+        self.study.add_trial(trial)
+        g.number = self.study.trials[-1].number
 
 
-def repeat_base(cfg: SweepConfig) -> int:
-    """The configured value of the repeat key: repeat r of every group uses base + r."""
-    return int(cfg.seed if cfg.search.repeat_over == "seed" else cfg.dataset.instance)
+class RaceScheduler(FIFOScheduler):
+    """Stops the running repeats of a group the race has dropped, at their next result: they end without
+    a final result, recorded as stopped by the race. Reads the drops from the search's log."""
+
+    def __init__(self, log_path: str) -> None:
+        super().__init__()
+        self.log_path = log_path
+        self._reader: LogReader | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_reader": None}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self._reader is None:
+            self._reader = LogReader(Path(self.log_path))
+        if not result.get(rs.FINAL_KEY) and self._reader.dropped(str(trial.config.get(rs.GROUP_KEY))):
+            return str(self.STOP)
+        return str(self.CONTINUE)
 
 
 class StoppingASHA(ASHAScheduler):
@@ -291,13 +371,23 @@ class StoppingASHA(ASHAScheduler):
             self.asked, self._num_stopped = saved["asked"], saved["stopped"]
 
 
+# ---- schedulers (registry entries of sweeps.config.SCHEDULERS): (cfg, sweep folder) -> scheduler ----
+
+def no_scheduler(cfg: SweepConfig, root: Path) -> Any:
+    """Every trial runs to its end, except the repeats of a group the race drops (with search.racing)."""
+    return RaceScheduler(str(root / FILE)) if cfg.search.racing is not None else None
+
+
+def asha_scheduler(cfg: SweepConfig, root: Path) -> Any:
+    s = cfg.search
+    length = int(cfg.value(kind_of(cfg.trial).length))
+    return StoppingASHA(cfg.name, str(root / "asha.pkl"), metric=s.asha_metric, mode=s.asha_mode,
+                        time_attr="training_iteration", grace_period=s.grace_period,
+                        reduction_factor=s.reduction_factor, max_t=max(length, s.grace_period))
+
+
 def make_scheduler(cfg: SweepConfig, root: Path) -> Any:
-    if cfg.search.scheduler != "asha":
-        return None
-    return StoppingASHA(cfg.name, str(root / "asha.pkl"), metric=cfg.search.asha_metric, mode=cfg.search.asha_mode,
-                        time_attr="training_iteration", grace_period=cfg.search.grace_period,
-                        reduction_factor=cfg.search.reduction_factor,
-                        max_t=max(cfg.classifier.epochs, cfg.search.grace_period))
+    return SCHEDULERS.get(cfg.search.scheduler)(cfg, root)
 
 
 def _trial_name(trial: Any) -> str:
@@ -305,11 +395,11 @@ def _trial_name(trial: Any) -> str:
 
 
 def tune_config(cfg: SweepConfig, root: Path) -> tune.TuneConfig:
-    searcher = GroupSearch(cfg, study_storage(cfg, root), cfg.name)
+    searcher = GroupSearch(cfg, study_storage(cfg.search.storage, root), cfg.name, root)
     return tune.TuneConfig(
         search_alg=searcher,
         scheduler=make_scheduler(cfg, root),
-        num_samples=searcher.configs * searcher.repeats,  # trials: configurations x repeats
+        num_samples=searcher.configs * cfg.search.repeats,  # at most: configurations x repeats
         max_concurrent_trials=cfg.search.max_concurrent,
         # One worker process per concurrent slot, reused by the next trial: a trial then pays no
         # process start and no torch import (seconds each, against trials of tens of seconds).

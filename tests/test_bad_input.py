@@ -62,7 +62,6 @@ config's data), train classifier, train generator and data build each refuse a m
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import run_parallel
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from source_files import write_cifar, write_gtsrb, write_k49, write_mnist
@@ -300,10 +300,7 @@ def _tree(folder: Path) -> set[str]:
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    repo = str(Path(__file__).resolve().parents[1])
-    return {**env, "GITSWEEP_HOME": str(home), "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))}
+    return {"GITSWEEP_HOME": str(home)}
 
 
 Outcome = tuple[subprocess.CompletedProcess[str], list[str], set[str], set[str]]
@@ -321,14 +318,11 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     pending = list(prepared)
     while pending:
         batch, pending = pending[:PARALLEL], pending[PARALLEL:]
-        procs = {name: subprocess.Popen([sys.executable, "-m", "sweeps", *prepared[name][1]], cwd=prepared[name][0],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=_env(prepared[name][0] / "home")) for name in batch}
-        for name, proc in procs.items():
-            stdout, stderr = proc.communicate(timeout=120)
+        results = run_parallel([(prepared[name][1], _env(prepared[name][0] / "home")) for name in batch],
+                               cwds=[prepared[name][0] for name in batch])
+        for name, result in zip(batch, results, strict=True):
             folder, args, names, before = prepared[name]
-            out[name] = (subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), names, before,
-                         _tree(folder))
+            out[name] = (result, names, before, _tree(folder))
     return out
 
 

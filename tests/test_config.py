@@ -3,13 +3,12 @@ traceback, nothing written. The CLI runs for real, in a subprocess."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import run_cli, run_parallel
 
 from gitlib.data.spec import DatasetSpec
 from gitlib.errors import ConfigError, DataError
@@ -33,24 +32,12 @@ def write_k49(root: Path, per_class: int = 3) -> None:
         np.savez(root / f"k49-{split}-labels.npz", labels)
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "GITSWEEP_HOME": str(home), "OMP_NUM_THREADS": "1"}
-
-
 def gitsweep(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True, env=_env(home),
-                          timeout=120, check=False)
+    return run_cli(args, timeout=120, env={"GITSWEEP_HOME": str(home)})
 
 
 def gitsweep_parallel(calls: list[tuple[list[str], Path]]) -> list[subprocess.CompletedProcess[str]]:
-    """Several CLI runs at once: each pays the torch import, so overlapping them saves wall time."""
-    procs = [subprocess.Popen([sys.executable, "-m", "sweeps", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(home)) for args, home in calls]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return results
+    return run_parallel([(args, {"GITSWEEP_HOME": str(home)}) for args, home in calls])
 
 
 def assert_bad_input(result: subprocess.CompletedProcess[str], home: Path, *names: str) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from gitlib.configs import flatten, to_dict
 from sweeps.cli import build_parser
-from sweeps.config import ParamSpace, SweepConfig, load_config, preset_names
+from sweeps.config import ParamSpace, SweepConfig, load_config
+from sweeps.config_yaml import preset_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # gitlib's layers in import order: a module may import its own layer and the layers before it.
@@ -116,14 +117,13 @@ def without_torch(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("args", [["--help"], ["presets"], ["run", "--help"], ["report", "--help"]])
 def test_cli_without_torch(tmp_path: Path, args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True,
-                          env=without_torch(tmp_path), timeout=120)
+    proc = run_cli(args, timeout=120, base=without_torch(tmp_path))
     assert proc.returncode == 0, proc.stderr  # help and presets never need torch
     assert "demo" in proc.stdout or "usage" in proc.stdout
 
 
 def test_configs_validate_without_torch(tmp_path: Path) -> None:
-    code = ("from sweeps.config import load_config, preset_names\n"
+    code = ("from sweeps.config import load_config\nfrom sweeps.config_yaml import preset_names\n"
             "for name in preset_names(): load_config(name)\n"
             "import sys; assert 'torch' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=without_torch(tmp_path),

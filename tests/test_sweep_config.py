@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from gitlib.configs import flatten, from_dict, to_dict
 from gitlib.errors import ConfigError
-from sweeps.config import SweepConfig, load_config, preset_names, with_value
+from gitlib.train.config import ClassifierConfig
+from sweeps.config import SweepConfig, build, load_config, with_value
+from sweeps.config_yaml import preset_names
 
 
 def test_round_trip_keeps_every_value() -> None:
     cfg, _ = load_config("k49-bg-lt")
-    # to_dict -> from_dict is the identity: checkpoints and MLflow params rebuild the same config
-    assert from_dict(SweepConfig, to_dict(cfg)) == cfg
+    # as_dict -> build is the identity: config.yaml and MLflow params rebuild the same config
+    assert build(cfg.as_dict()) == cfg
+    assert list(cfg.as_dict())[:7] == ["name", "seed", "trial", "probes", "storage", "dataset", "generator"]
 
 
 def test_every_preset_loads() -> None:
@@ -27,6 +29,8 @@ def test_every_preset_loads() -> None:
             assert {"msr.problem", "msr.model"} <= space, name
         elif cfg.trial == "generator":
             assert space and all(k.startswith("generator.") for k in space), name
+        elif cfg.trial == "synthetic":
+            assert space and all(k.startswith("synthetic.") for k in space), name
         else:
             assert space & {"classifier.gen_frac", "classifier.augment"}, name
 
@@ -36,7 +40,7 @@ def test_set_on_searched_key_pins_it() -> None:
     # the pinned key leaves the space and takes the given value
     assert pinned == ["classifier.gen_frac"]
     assert "classifier.gen_frac" not in cfg.search.space
-    assert cfg.classifier.gen_frac == 0.3
+    assert cfg.section(ClassifierConfig).gen_frac == 0.3
 
 
 def test_set_adds_and_drops_searched_keys() -> None:
@@ -48,7 +52,7 @@ def test_set_adds_and_drops_searched_keys() -> None:
 
 def test_set_parses_yaml_values() -> None:
     cfg, _ = load_config("k49-bg-lt", ["classifier.milestones=[10, 20]", "dataset.root=/data/k49"])
-    assert cfg.classifier.milestones == (10, 20)
+    assert cfg.section(ClassifierConfig).milestones == (10, 20)
     assert cfg.dataset.root == "/data/k49"
 
 
@@ -73,12 +77,12 @@ def test_bad_values_name_their_key(override: str, key: str) -> None:
 
 def test_with_value_validates_the_sample() -> None:
     cfg, _ = load_config("k49-bg-lt")
-    assert with_value(cfg, "classifier.gen_frac", 0.7).classifier.gen_frac == 0.7
+    assert with_value(cfg, "classifier.gen_frac", 0.7).section(ClassifierConfig).gen_frac == 0.7
     with pytest.raises(ConfigError):
         with_value(cfg, "classifier.gen_frac", -1.0)
 
 
 def test_flatten_gives_dotted_keys() -> None:
-    flat = flatten(to_dict(SweepConfig()))
+    flat = SweepConfig().flat()
     assert flat["classifier.gen_frac"] == 0.5
     assert flat["dataset.source"] == "digits"

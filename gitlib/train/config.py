@@ -88,6 +88,11 @@ class ClassifierConfig:
         """The augmentation actually trained with: GIT or the oracle with no generated share is plain training."""
         return "none" if self.gen_frac == 0 else self.augment
 
+    def resolved(self) -> ClassifierConfig:
+        """This config as it trains: `augment` is `none` when no generated share is used, whatever the
+        spelling that produced it (what a run's params record)."""
+        return dataclasses.replace(self, augment=self.effective_augment)  # type: ignore[arg-type]
+
     @property
     def resolved_augment_start(self) -> int:
         """0-based epoch from which the run's augmenter is on: git_start_epoch if set, else 0 for the

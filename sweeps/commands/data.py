@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sweeps.config import load_config
+from sweeps.paths import local_root
 from sweeps.preflight import preflight
 
 if TYPE_CHECKING:  # torch loads only once the config is known to be valid
@@ -31,7 +32,7 @@ def build(args: argparse.Namespace) -> int:
     from gitlib.data.builds import ensure_built
 
     # ensure_built reads (and so checks) every source file before it writes anything.
-    data, built = ensure_built(spec, cfg.storage_path)
+    data, built = ensure_built(spec, local_root(cfg.storage))
     print(class_table(data))
     print(
         f"{'built' if built else 'reused'} {spec.source} / {spec.nuisance} / {spec.profile}: "

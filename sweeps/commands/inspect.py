@@ -9,10 +9,11 @@ from typing import Any
 
 from gitlib.errors import ConfigError, DataError
 from sweeps import results as rs
-from sweeps.config import SweepConfig, load_config, preset_names, preset_text
+from sweeps.config import SweepConfig, load_config
+from sweeps.config_yaml import preset_names, preset_text
+from sweeps.groups import collect, format_groups, table_text
+from sweeps.kinds import kind_of
 from sweeps.paths import SweepPaths, find_sweep, load_meta
-
-STATUS_METRICS = ("epoch", "val/balanced_acc", "test/balanced_acc", "ekld/head", "ekld/tail")
 
 
 def _fmt(v: Any) -> str:
@@ -32,28 +33,27 @@ def trial_records(paths: SweepPaths) -> list[rs.TrialRecord]:
     return TrialIndex(paths).sync(tune_trials(paths))
 
 
-def _state(r: rs.TrialRecord) -> str:
-    return f"STOPPED EARLY (epoch {int(r.last.get('epoch', 0))})" if r.stopped_early else r.status
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *rows])
+def _state(r: rs.TrialRecord, step: str) -> str:
+    if r.stopped_by_race:
+        return "STOPPED (race)"
+    return f"STOPPED EARLY ({step} {int(r.last.get(step, 0))})" if r.stopped_early else r.status
 
 
 def status(args: argparse.Namespace) -> int:
     paths = find_sweep(args.sweep, args.storage)
     records = trial_records(paths)
     meta = load_meta(paths)
+    cfg, _ = load_config(str(paths.config))
+    kind = kind_of(cfg.trial)
     print(f"sweep {meta['name']} ({paths.root}): {len(records)} trials")
     keys = sorted({k for r in records for k in rs.sampled_values(r.config)})
-    header = ["trial", "state", *[k.split(".")[-1] for k in keys], *STATUS_METRICS]
-    rows = [[r.trial_id, _state(r), *[_fmt(r.config.get(k)) for k in keys],
-             *[_fmt(r.last.get(m)) for m in STATUS_METRICS]] for r in records]
-    print(_table(header, rows))
-    cfg, _ = load_config(str(paths.config))
+    shown = [kind.step, *dict.fromkeys([*cfg.search.metric, *kind.headline])]
+    header = ["trial", "state", *[k.split(".")[-1] for k in keys], *shown]
+    rows = [[r.trial_id, _state(r, kind.step), *[_fmt(r.config.get(k)) for k in keys],
+             *[_fmt(r.last.get(m)) for m in shown]] for r in records]
+    print(table_text([header, *rows]))
     if cfg.search.repeats > 1:
-        print(f"\ngroups: {cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean ± 95% CI half-width")
+        print(f"\ngroups: up to {cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]")
         print(group_status(cfg, paths, records))
     errors = [f"  {r.trial_id}: {r.error}" for r in records if r.status == "ERROR"]
     if errors:
@@ -61,32 +61,20 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-GROUP_METRICS = ("test/balanced_acc", "ekld/head", "ekld/tail")
-
-
 def group_status(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord]) -> str:
-    """One line per group: searched values, repeats finished / total, mean ± CI of the key metrics."""
-    from sweeps.group_stats import group_result, summarize
+    """The groups' table (sweeps.groups.format_groups, as the closing summary and the report print it),
+    with the race's decisions when the sweep races."""
+    from sweeps.report.race import race_notes
+    from sweeps.search_state import read_decisions
 
-    by_group: dict[str, list[rs.TrialRecord]] = {}
-    for r in records:
-        by_group.setdefault(r.group_id, []).append(r)
-    keys = sorted({k for r in records for k in rs.sampled_values(r.config) if k != cfg.search.repeat_over})
-    header = ["group", *[k.split(".")[-1] for k in keys], "finished", *GROUP_METRICS]
-    rows = []
-    for gid, recs in sorted(by_group.items()):
-        result = group_result(gid, recs, paths.results, cfg.search.repeat_over, per_class=False)
-        cells = []
-        for m in GROUP_METRICS:
-            s = summarize(result.repeat_values(m).values())
-            cells.append("-" if s.n == 0 else f"{s.mean:.4f}" + (f" ± {s.half_width:.4f}" if s.n > 1 else ""))
-        rows.append([gid, *[_fmt(recs[0].config.get(k)) for k in keys],
-                     f"{len(result.finals)}/{cfg.search.repeats}", *cells])
-    return _table(header, rows)
+    groups = collect(records, paths.results, cfg.search.repeat_over)
+    notes = race_notes(read_decisions(paths.root)) if cfg.search.racing is not None else None
+    metrics = list(dict.fromkeys([*cfg.search.metric, *kind_of(cfg.trial).headline]))
+    return format_groups(groups, metrics, cfg.search.repeats, notes)
 
 
 def report(args: argparse.Namespace) -> int:
-    from sweeps.report import write_report
+    from sweeps.report import log_report, write_report
     from sweeps.report.groups import parse_selector
 
     if bool(args.contrast) != bool(args.vs):
@@ -97,8 +85,10 @@ def report(args: argparse.Namespace) -> int:
     if selectors and cfg.search.repeats < 2:
         raise ConfigError("--contrast", f"pairs the repeats of two groups, and sweep '{args.sweep}' ran one trial "
                           "per configuration (search.repeats: 1)")
-    out = write_report(cfg, paths, trial_records(paths), selectors, args.group_by)
-    print(f"report written to {out}")
+    written = write_report(cfg, paths, trial_records(paths), selectors, args.group_by)
+    log_report(load_meta(paths), written.folder)
+    print("\n".join(written.lines))
+    print(f"report written to {written.folder}")
     return 0
 
 
@@ -114,9 +104,11 @@ def dashboard(args: argparse.Namespace) -> int:
     coordinates); runs until interrupted."""
     import optuna_dashboard
 
+    from sweeps.paths import study_storage
+
     paths = find_sweep(args.sweep, args.storage)
     cfg, _ = load_config(str(paths.config))
-    storage = cfg.search.storage or f"sqlite:///{paths.root / 'optuna.db'}"
+    storage = study_storage(cfg.search.storage, paths.root)
     if cfg.search.storage is None and not (paths.root / "optuna.db").is_file():
         raise DataError(str(paths.root / "optuna.db"), "no Optuna study here yet (has the sweep started?)")
     print(f"Optuna dashboard of study '{cfg.name}': http://127.0.0.1:{args.port}/dashboard (Ctrl-C stops it)",

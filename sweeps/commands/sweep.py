@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from gitlib.configs import flatten, to_dict
 from sweeps.config import load_config, resolve_config
 from sweeps.paths import find_sweep
 from sweeps.preflight import preflight
@@ -14,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
     from sweeps import driver, search
 
     cfg, pinned = resolve_config(args.config, args.overrides, args.name, args.storage, args.tracking_uri)
-    values = flatten(to_dict(cfg))
+    values = cfg.flat()
     for key in pinned:
         print(f"pinned {key}={values.get(key)} (removed from search.space)", flush=True)
     search.check(cfg)  # every config problem surfaces here, before Ray starts or anything is written

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from gitlib.configs import to_dict
+from gitlib.train.config import ClassifierConfig
 from sweeps.config import SweepConfig, load_config
+from sweeps.paths import local_root
 from sweeps.preflight import preflight
 
 CLASSIFIER_KEYS = ("test/acc", "test/balanced_acc", "test/many_acc", "test/medium_acc", "test/few_acc",
@@ -44,8 +45,8 @@ def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _start(cfg: SweepConfig, kind: str) -> Path:
-    run_dir = new_run_dir(cfg.storage_path, kind)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    run_dir = new_run_dir(local_root(cfg.storage), kind)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
     return run_dir
 
 
@@ -62,7 +63,7 @@ def classifier(args: argparse.Namespace) -> int:
     device = trial_device(cfg.resources)
     data, generator, notes = classifier_inputs(cfg, device, Path(args.generator) if args.generator else None)
     run_dir = _start(cfg, "classifier")
-    c = cfg.classifier
+    c = cfg.section(ClassifierConfig)
     print(f"classifier {c.arch} loss={c.loss} rule={c.train_rule} augment={c.effective_augment} on "
           f"{data.spec.source}/{data.spec.nuisance}: {len(data.train_y)} train images, {data.num_classes} "
           f"classes, {notes['trial/device']}")
@@ -108,7 +109,7 @@ def generator(args: argparse.Namespace) -> int:
 
         result = train_generator(gcfg, data, cfg.seed, device, run_dir, on_chunk=on_chunk)
     (run_dir / "metrics.json").write_text(json.dumps(
-        {"metrics": _json_safe(result.metrics), "losses": result.records, "config": to_dict(cfg),
+        {"metrics": _json_safe(result.metrics), "losses": result.records, "config": cfg.as_dict(),
          "class_counts": data.class_counts.tolist()}, indent=2))
     m = result.metrics
     print(f"trained {int(m['iteration'])} iterations in {m['time/train_s']:.1f} s wall, {m['time/train_cpu_s']:.1f} s "

@@ -1,19 +1,22 @@
-"""`gitsweep report`: everything under `<storage>/sweeps/<name>/report/`, logged to the parent run under
-`report/`. Torch-free: it reads the sweep's trial index and kept results (sweeps.results).
+"""The report of a sweep: everything under `<storage>/sweeps/<name>/report/`, logged to the parent run under
+`report/`, written when a sweep ends and again by `gitsweep report`. Torch-free: it reads the sweep's
+trial index, kept results and search log (sweeps.results, sweeps.search_state).
 
 - trials.csv / .parquet, summary.json, response_surface.png, ekld_vs_class_size.png (sweeps.report.trials);
 - groups.csv / .parquet: one row per group, mean and 95% CI of every metric (sweeps.report.groups);
 - contrast.csv, contrast_per_class.csv and contrast_<a>_vs_<b>.png: paired contrasts, `--contrast A --vs B`
-  or by default GIT against its baseline at every other setting;
+  or by default the trial kind's own (the classifier's: GIT against its baseline at every other setting);
+- race.csv and race.png when the sweep raced its configurations (sweeps.report.race);
 - pareto.csv / .png with several objectives: the models no other model beats on every objective;
 - bias_correlations.csv / .png, bias_matrix.png, bias_head_vs_tail.png: bias probes against
-  generalization across the sweep's models (sweeps.report.biases), `--group-by KEY` within each value.
+  generalization across the sweep's models (sweeps.report.biases), `--group-by KEY` within each value;
+- the trial kind's own part, if its record names one (MSR: msr_table.csv).
 """
 
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,89 +24,119 @@ import pandas as pd
 
 from sweeps import results as rs
 from sweeps.config import SweepConfig
-from sweeps.paths import SweepPaths, load_meta
+from sweeps.groups import Band, Group, align_by, ekld_band, format_groups, group_per_class
+from sweeps.kinds import kind_of, resolve
+from sweeps.paths import SweepPaths
 from sweeps.report import groups as gr
 from sweeps.report.biases import write_bias_report
-from sweeps.report.trials import pareto, print_summary, trial_summary, trial_table
+from sweeps.report.race import race_notes, write_race
+from sweeps.report.trials import pareto, trial_summary, trial_table
+from sweeps.search_state import read_decisions
 
 
-def contrasts(cfg: SweepConfig, groups: list[gr.Group], results: Path, out: Path,
+@dataclass
+class Report:
+    """What a report wrote, and what the closing summary and `gitsweep report` print from it."""
+
+    folder: Path
+    summary: dict[str, Any]
+    groups: list[Group]
+    contrast: pd.DataFrame
+    notes: dict[str, str] = field(default_factory=dict)  # group id -> the race's word on it
+    lines: list[str] = field(default_factory=list)  # the printout
+
+
+def contrasts(cfg: SweepConfig, groups: list[Group], bands: dict[str, Band], results: Path, out: Path,
               selectors: tuple[dict[str, Any], dict[str, Any]] | None) -> pd.DataFrame:
     """contrast.csv, contrast_per_class.csv and one figure per pair; returns the per-metric rows."""
-    pair_list = gr.pairs(groups, *selectors) if selectors else gr.default_pairs(groups)
+    pair_list = gr.pairs(groups, *selectors) if selectors else gr.default_pairs(cfg, groups)
     keys = list(selectors[0]) if selectors else list(cfg.search.space)
     rows = gr.contrast_rows(pair_list, keys)
     rows.to_csv(out / "contrast.csv", index=False)
-    by = "rank" if cfg.search.repeat_over == "dataset.instance" else "class"
+    by = align_by(cfg.search.repeat_over)
     per_class = []
     for a, b in pair_list:
         table = gr.per_class_contrast(a, b, results, by)
         if table is not None:
             per_class.append(table.assign(a=gr.label(a, keys), b=gr.label(b, keys)))
-        gr.contrast_figure(a, b, keys, out / f"contrast_{a.result.group_id}_vs_{b.result.group_id}.png")
+        gr.contrast_figure(a, b, bands, keys, out / f"contrast_{a.group_id}_vs_{b.group_id}.png")
     if per_class:
         pd.concat(per_class).to_csv(out / "contrast_per_class.csv", index=False)
     return rows
 
 
-def msr_table(groups: list[gr.Group], out: Path) -> str:
-    """msr_table.csv: meta-test MSE (mean and 95% CI over repeats) per problem and model; returns it as text."""
-    rows = []
-    for g in groups:
-        m = g.result.metrics
-        rows.append({"problem": g.values["msr.problem"], "model": g.values["msr.model"],
-                     "mse": m.get("meta_test/mse", math.nan), "ci95_low": m.get("meta_test/mse/ci95_low", math.nan),
-                     "ci95_high": m.get("meta_test/mse/ci95_high", math.nan), "n": len(g.result.finals)})
-    if not rows:
-        return ""
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "msr_table.csv", index=False)
-    cell = table["mse"].map("{:.3f}".format) + " ± " + ((table["ci95_high"] - table["ci95_low"]) / 2).map("{:.3f}".format)
-    return str(table.assign(cell=cell).pivot(index="problem", columns="model", values="cell").to_string())
+def _group_parts(cfg: SweepConfig, groups: list[Group], paths: SweepPaths, out: Path,
+                 selectors: tuple[dict[str, Any], dict[str, Any]] | None, summary: dict[str, Any]) -> pd.DataFrame:
+    """groups.csv, every group's eKLD band and the paired contrasts: with repeats only (a contrast pairs
+    repeats; with one trial per configuration there is no spread to give it a CI)."""
+    table = gr.group_table(cfg, groups)
+    table.to_csv(out / "groups.csv", index=False)
+    table.to_parquet(out / "groups.parquet", index=False)
+    if cfg.search.repeats < 2:
+        return pd.DataFrame()
+    by = align_by(cfg.search.repeat_over)
+    bands = {g.group_id: b for g in groups if (b := ekld_band(group_per_class(g, paths.results, by))) is not None}
+    if bands:
+        summary["ekld_curves"] = gr.groups_figure(groups, bands, list(cfg.search.space), out / "ekld_vs_class_size.png")
+    return contrasts(cfg, groups, bands, paths.results, out, selectors)
 
 
 def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord],
-                 selectors: tuple[dict[str, Any], dict[str, Any]] | None = None, group_by: str | None = None) -> Path:
+                 selectors: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                 group_by: str | None = None) -> Report:
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
+    kind = kind_of(cfg.trial)
     trials = trial_table(cfg, records)
     summary = trial_summary(cfg, trials, paths.results, out)
     groups = gr.collect_groups(cfg, records, paths.results)
-    table = gr.group_table(cfg, groups)
-    models = table if cfg.search.repeats > 1 else trials[trials["state"] == "TERMINATED"]
-    if cfg.trial == "classifier":
+    rows = _group_parts(cfg, groups, paths, out, selectors, summary)
+    models = gr.group_table(cfg, groups) if cfg.search.repeats > 1 else trials[trials["state"] == "TERMINATED"]
+    if any(str(c).startswith("probe/") for c in models.columns):
         summary["biases"] = write_bias_report(models.reset_index(drop=True), out, group_by)
     summary["pareto_front"] = pareto(cfg, models.reset_index(drop=True), out)
-    if cfg.trial == "classifier" and cfg.search.repeats > 1:  # with repeats: bands, not single draws
-        summary["ekld_curves"] = gr.groups_figure(groups, list(cfg.search.space), out / "ekld_vs_class_size.png")
-    table.to_csv(out / "groups.csv", index=False)
-    table.to_parquet(out / "groups.parquet", index=False)
-    # A contrast pairs repeats: with one trial per configuration there is no spread to give it a CI.
-    paired = cfg.trial == "classifier" and cfg.search.repeats > 1
-    rows = contrasts(cfg, groups, paths.results, out, selectors) if paired else pd.DataFrame()
-    if cfg.trial == "msr":
-        summary["msr_table"] = msr_table(groups, out)
+    decisions = read_decisions(paths.root) if cfg.search.racing is not None else {}
+    if decisions:
+        summary["race"] = write_race(cfg, groups, decisions, out)
+    extra = resolve(kind.report)(cfg, groups, out) if kind.report else ""
     summary["groups"] = len(groups)
     summary["contrast_pairs"] = int(rows[["a", "b"]].drop_duplicates().shape[0]) if len(rows) else 0
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _log_to_parent(load_meta(paths), out)
-    print_summary(summary)
+    report = Report(out, summary, groups, rows, race_notes(decisions))
+    report.lines = _printout(cfg, report, extra)
+    return report
+
+
+def _printout(cfg: SweepConfig, report: Report, extra: str) -> list[str]:
+    """What `gitsweep report` prints: the best trial, importances, groups, contrasts, the kind's part,
+    the bias probes."""
+    summary, lines = report.summary, []
+    best = summary["best"]
+    if best:
+        value = best.get(summary["metric"])
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"best trial {best['trial_id']} ({summary['best_rule']}): {summary['metric']} {shown}")
+    imp = summary["importances"]
+    lines.append("importances: " + (", ".join(f"{k} {v:.2f}" for k, v in imp["importances"].items())
+                                    if imp.get("importances") else str(imp.get("note"))))
     if cfg.search.repeats > 1:
-        print(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
-        print(gr.format_groups(table, list(dict.fromkeys([*cfg.search.metric, *gr.HEADLINE]))))
-    if len(rows):
-        print("contrast (A - B, paired by repeat):")
-        print(gr.format_contrast(rows))
-    if summary.get("msr_table"):
-        print("meta-test MSE, mean ± 95% CI half-width over repeats:\n" + summary["msr_table"])
-    biases = summary.get("biases") or {"models": 0, "note": "no bias probes in this kind of sweep"}
-    print(f"bias probes vs generalization over {biases['models']} models: " + (biases.get("note") or (
-        "significant (p < 0.05): " + "; ".join(biases["significant"]) if biases["significant"] else
-        "no probe correlates significantly (p < 0.05) with any generalization metric")))
-    return out
+        lines.append(f"groups ({cfg.search.repeats} repeats over {cfg.search.repeat_over}; mean [95% CI]):")
+        lines.append(format_groups(report.groups, gr.headline(cfg), cfg.search.repeats, report.notes or None))
+    if len(report.contrast):
+        lines.append("contrast (A - B, paired by repeat):")
+        lines.append(gr.format_contrast(report.contrast, gr.headline(cfg)))
+    if extra:
+        lines.append(extra)
+    if "biases" in summary:
+        biases = summary["biases"]
+        lines.append(f"bias probes vs generalization over {biases['models']} models: " + (biases.get("note") or (
+            "significant (p < 0.05): " + "; ".join(biases["significant"]) if biases["significant"] else
+            "no probe correlates significantly (p < 0.05) with any generalization metric")))
+    return lines
 
 
-def _log_to_parent(meta: dict[str, Any], out: Path) -> None:
+def log_report(meta: dict[str, Any], folder: Path) -> None:
+    """The report's files as the parent run's `report/` artifacts."""
     from sweeps.tracking import mlflow_runs as mr
 
-    mr.client(meta["tracking_uri"]).log_artifacts(meta["parent_run_id"], str(out), artifact_path="report")
+    mr.client(meta["tracking_uri"]).log_artifacts(meta["parent_run_id"], str(folder), artifact_path="report")

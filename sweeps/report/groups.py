@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,53 +19,42 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gitlib.configs import flatten, to_dict
 from gitlib.errors import ConfigError
 from sweeps import results as rs
-from sweeps.config import SweepConfig
-from sweeps.group_stats import GroupResult, aligned, group_result, paired_contrast, summarize
+from sweeps.config import SweepConfig, trial_config
+from sweeps.groups import Band, Group, aligned, collect, paired_contrast, per_class_tables, stats
+from sweeps.kinds import Contrast, kind_of
 
-# Keys that make a configuration GIT rather than its baseline: the default contrast ignores them.
-TREATMENT_KEYS = ("classifier.augment", "classifier.gen_frac", "classifier.git_start_epoch",
-                  "classifier.git_threshold")
-HEADLINE = ("ekld/tail", "ekld/mean", "test/balanced_acc")  # what the closing summary and the report print
 PER_CLASS_DIFFS = ("ekld", "accuracy")
 
 
-@dataclass
-class Group:
-    """A group with what selecting and pairing it needs: its resolved config values and searched values."""
-
-    result: GroupResult
-    values: dict[str, Any]  # flattened resolved config of repeat 0, plus classifier.effective_augment
-    searched: dict[str, Any]  # the searched keys' values (without the repeat key)
+def repeat_key(cfg: SweepConfig) -> str | None:
+    return cfg.search.repeat_over if cfg.search.repeats > 1 else None
 
 
 def collect_groups(cfg: SweepConfig, records: Sequence[rs.TrialRecord], results: Path) -> list[Group]:
-    base, by_group = to_dict(cfg), dict[str, list[rs.TrialRecord]]()
-    for rec in records:
-        by_group.setdefault(rec.group_id, []).append(rec)
-    groups = []
-    for gid, recs in sorted(by_group.items()):
-        first = min(recs, key=lambda r: r.repeat)
-        resolved = rs.trial_config(base, first.config)
-        values = {**flatten(to_dict(resolved)), "classifier.effective_augment": resolved.classifier.effective_augment}
-        searched = {k: v for k, v in rs.sampled_values(first.config).items() if k != cfg.search.repeat_over or
-                    cfg.search.repeats == 1}
-        groups.append(Group(group_result(gid, recs, results, cfg.search.repeat_over), values, searched))
+    """The sweep's groups (sweeps.groups.collect), each with the flattened config it ran (`Group.config`,
+    as MLflow's params record it), which selecting and pairing groups reads."""
+    groups = collect(records, results, repeat_key(cfg))
+    for g in groups:
+        first = g.repeats[min(g.repeats)]
+        config = next(r.config for r in records if r.trial_id == first.trial_id)
+        g.config = trial_config(cfg, config).resolved().flat()
     return groups
+
+
+def headline(cfg: SweepConfig) -> list[str]:
+    """The metrics the closing summary, `status` and the report show: the objectives, then the kind's."""
+    return list(dict.fromkeys([*cfg.search.metric, *kind_of(cfg.trial).headline]))
 
 
 def group_table(cfg: SweepConfig, groups: Sequence[Group]) -> pd.DataFrame:
     """One row per group: id, searched values, repeats finished / started, mean, std and CI of every metric."""
     rows = []
     for g in groups:
-        row: dict[str, Any] = {"group_id": g.result.group_id, **g.searched,
-                               "classifier.augment": g.values["classifier.effective_augment"],
-                               "repeats": cfg.search.repeats, "finished": len(g.result.finals),
-                               "failed": sum(r.status == "ERROR" for r in g.result.records)}
-        metrics = g.result.metrics
-        row.update({k.replace("/ci95_", "_ci95_").replace("/std", "_std"): v for k, v in metrics.items()
+        row: dict[str, Any] = {"group_id": g.group_id, **g.params, "repeats": cfg.search.repeats,
+                               "started": len(g.repeats), "finished": len(g.finished), "failed": g.failed}
+        row.update({k.replace("/ci95_", "_ci95_").replace("/std", "_std"): v for k, v in g.metrics().items()
                     if k != "group/n_finished"})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -92,40 +80,47 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _matches(g: Group, selector: dict[str, Any]) -> bool:
-    return all(k in g.values and _same(g.values[k], v) for k, v in selector.items())
+    return all(k in g.config and _same(g.config[k], v) for k, v in selector.items())
+
+
+def _free(key: str, free: set[str]) -> bool:
+    """Whether `key` may differ between A and B: named, or under a named section ("generator.")."""
+    return key in free or any(f.endswith(".") and key.startswith(f) for f in free)
 
 
 def pairs(groups: Sequence[Group], a_sel: dict[str, Any], b_sel: dict[str, Any],
           ignore: Sequence[str] = ()) -> list[tuple[Group, Group]]:
-    """Every (A, B) whose other searched keys agree (keys in either selector or in `ignore` may differ)."""
+    """Every (A, B) whose other searched keys agree (keys in either selector or in `ignore` may differ;
+    an `ignore` entry ending in '.' frees a whole section)."""
     free = set(a_sel) | set(b_sel) | set(ignore)
     out = []
     for a in (g for g in groups if _matches(g, a_sel)):
         for b in (g for g in groups if _matches(g, b_sel) and g is not a):
-            keys = (set(a.searched) | set(b.searched)) - free
-            if all(_same(a.values.get(k), b.values.get(k)) for k in keys):
+            keys = {k for k in (set(a.params) | set(b.params)) if not _free(k, free)}
+            if all(_same(a.config.get(k), b.config.get(k)) for k in keys):
                 out.append((a, b))
     return out
 
 
-def default_pairs(groups: Sequence[Group]) -> list[tuple[Group, Group]]:
-    """GIT groups against the baseline groups (no generated share) at the same other settings."""
-    return pairs(groups, {"classifier.effective_augment": "git"}, {"classifier.effective_augment": "none"},
-                 ignore=TREATMENT_KEYS)
+def default_pairs(cfg: SweepConfig, groups: Sequence[Group]) -> list[tuple[Group, Group]]:
+    """The trial kind's default contrast (the classifier's: GIT against its baseline, with no generated
+    share, at the same other settings); none for a kind without one."""
+    c: Contrast | None = kind_of(cfg.trial).contrast
+    return pairs(groups, c.a, c.b, ignore=c.free) if c is not None else []
 
 
 def label(g: Group, keys: Sequence[str]) -> str:
-    shown = rs.describe({k: g.values[k] for k in keys if k in g.values})
-    return f"{g.result.group_id} ({shown})" if shown else g.result.group_id
+    shown = rs.describe({k: g.config.get(k, g.params.get(k)) for k in keys if k in g.config or k in g.params})
+    return f"{g.group_id} ({shown})" if shown else g.group_id
 
 
 def contrast_rows(pair_list: Sequence[tuple[Group, Group]], keys: Sequence[str]) -> pd.DataFrame:
     """Per pair and metric: mean paired difference A - B, its 95% CI, both p-values and n."""
     rows = []
     for a, b in pair_list:
-        metrics = sorted(set().union(*a.result.finals.values(), *b.result.finals.values()))
+        metrics = sorted(set().union(*a.finished.values(), *b.finished.values()))
         for m in metrics:
-            c = paired_contrast(a.result.repeat_values(m), b.result.repeat_values(m))
+            c = paired_contrast(a.values(m), b.values(m))
             rows.append({"a": label(a, keys), "b": label(b, keys), "metric": m, "diff": c.mean,
                          "ci95_low": c.ci95_low, "ci95_high": c.ci95_high, "p_ttest": c.p_ttest,
                          "p_wilcoxon": c.p_wilcoxon, "n": c.n})
@@ -134,72 +129,52 @@ def contrast_rows(pair_list: Sequence[tuple[Group, Group]], keys: Sequence[str])
 
 def per_class_contrast(a: Group, b: Group, results: Path, by: str) -> pd.DataFrame | None:
     """Per class (or size rank): paired difference A - B of eKLD and accuracy over the repeats both finished."""
-    tables = {}
-    for g in (a, b):
-        for rec in g.result.records:
-            t = rs.read_per_class(results / rec.trial_id) if rec.repeat in g.result.finals else None
-            if t is not None:
-                tables[(id(g), rec.repeat)] = aligned(t.to_pandas(), by)
-    common = sorted({r for (gid, r) in tables if gid == id(a)} & {r for (gid, r) in tables if gid == id(b)})
+    ta = {r: aligned(t, by) for r, t in per_class_tables(a, results).items()}
+    tb = {r: aligned(t, by) for r, t in per_class_tables(b, results).items()}
+    common = sorted(set(ta) & set(tb))
     if not common:
         return None
-    keys = tables[(id(a), common[0])].index
+    keys = ta[common[0]].index
     out = pd.DataFrame({by: keys})
     for col in PER_CLASS_DIFFS:
-        diffs = np.stack([tables[(id(a), r)].loc[keys, col].to_numpy(np.float64) -
-                          tables[(id(b), r)].loc[keys, col].to_numpy(np.float64) for r in common])
-        stats = [summarize(diffs[:, i]) for i in range(diffs.shape[1])]
-        out[f"{col}_diff"] = [s.mean for s in stats]
-        out[f"{col}_diff_ci95_low"] = [s.ci95_low for s in stats]
-        out[f"{col}_diff_ci95_high"] = [s.ci95_high for s in stats]
-        out[f"{col}_diff_n"] = [s.n for s in stats]
+        diffs = np.stack([ta[r].loc[keys, col].to_numpy(np.float64) - tb[r].loc[keys, col].to_numpy(np.float64)
+                          for r in common])
+        summary = [stats(diffs[:, i]) for i in range(diffs.shape[1])]
+        out[f"{col}_diff"] = [s.mean for s in summary]
+        out[f"{col}_diff_ci95_low"] = [s.ci95_low for s in summary]
+        out[f"{col}_diff_ci95_high"] = [s.ci95_high for s in summary]
+        out[f"{col}_diff_n"] = [s.n for s in summary]
     return out
 
 
-def contrast_figure(a: Group, b: Group, keys: Sequence[str], path: Path) -> Path | None:
+def contrast_figure(a: Group, b: Group, bands: dict[str, Band], keys: Sequence[str], path: Path) -> Path | None:
     """The two groups' eKLD curves against class size, each with its 95% band."""
     from gitlib.plots import ekld_bands
 
-    curves = {label(g, keys): band for g in (a, b) if (band := g.result.ekld_band) is not None}
+    curves = {label(g, keys): bands[g.group_id] for g in (a, b) if g.group_id in bands}
     if len(curves) < 2:
         return None
-    return ekld_bands(curves, path, f"eKLD vs class size: {a.result.group_id} vs {b.result.group_id} (95% bands)")
+    return ekld_bands(curves, path, f"eKLD vs class size: {a.group_id} vs {b.group_id} (95% bands)")
 
 
-def groups_figure(groups: Sequence[Group], keys: Sequence[str], path: Path, limit: int = 8) -> list[str]:
+def groups_figure(groups: Sequence[Group], bands: dict[str, Band], keys: Sequence[str], path: Path,
+                  limit: int = 8) -> list[str]:
     """Every group's mean eKLD against class size with its 95% band over repeats, on one shared axis (the
     first `limit` groups with per-class results); returns the groups drawn."""
     from gitlib.plots import ekld_bands
 
-    bands = [(g, band) for g in groups if (band := g.result.ekld_band) is not None][:limit]
-    curves = {label(g, keys): band for g, band in bands}
-    if curves:
-        ekld_bands(curves, path, "eKLD vs class size: every group, mean and 95% band over its repeats")
-    return [g.result.group_id for g, _ in bands]
+    drawn = [g for g in groups if g.group_id in bands][:limit]
+    if drawn:
+        ekld_bands({label(g, keys): bands[g.group_id] for g in drawn}, path,
+                   "eKLD vs class size: every group, mean and 95% band over its repeats")
+    return [g.group_id for g in drawn]
 
 
-def format_contrast(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:
+def format_contrast(rows: pd.DataFrame, metrics: Sequence[str]) -> str:
     """One line per pair and headline metric: the difference with its CI, p-values and n."""
     lines = []
     for _, r in rows[rows["metric"].isin(metrics)].iterrows():
         lines.append(f"  {r['a']} - {r['b']}: {r['metric']} {r['diff']:+.4f} "
                      f"[95% CI {r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}], paired t p={r['p_ttest']:.3g}, "
                      f"Wilcoxon p={r['p_wilcoxon']:.3g}, n={int(r['n'])}")
-    return "\n".join(lines)
-
-
-def format_groups(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:
-    """One line per group: its kind, repeats finished and each metric's mean [95% CI]."""
-    keys = [k for k in table.columns if "." in k and "/" not in k]
-    varied = [k for k in keys if table[k].astype(str).nunique() > 1] or keys  # what tells the groups apart
-    lines = []
-    for _, r in table.iterrows():
-        parts = []
-        for m in metrics:
-            if m in r and isinstance(r[m], float) and math.isfinite(r[m]):
-                lo, hi = r.get(f"{m}_ci95_low", math.nan), r.get(f"{m}_ci95_high", math.nan)
-                parts.append(f"{m} {r[m]:.4f} [{lo:.4f}, {hi:.4f}]")
-        values = rs.describe({k: r[k] for k in varied if r[k] == r[k]})
-        lines.append(f"  {r['group_id']} ({values}) {int(r['finished'])}/{int(r['repeats'])} finished  "
-                     + "  ".join(parts))
     return "\n".join(lines)

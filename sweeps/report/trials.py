@@ -1,5 +1,6 @@
 """The report's trial part: the trial table, best trial, response surface, parameter importances and
-eKLD-vs-class-size curves of the best GIT trial against the best baseline."""
+eKLD-vs-class-size curves of the best trial of each side of the kind's default contrast (for the
+classifier: the best GIT trial against the best baseline)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gitlib.configs import to_dict
 from sweeps import results as rs
-from sweeps.config import SweepConfig
+from sweeps.config import SweepConfig, trial_config
+from sweeps.kinds import kind_of
 
-RESULT_PREFIXES = ("test", "ekld", "val", "consistency", "git", "preservation", "diversity", "probe", "meta_test",
-                   "meta_train", "msr")  # the trial table's metric columns
-SURFACE_KEYS = ("classifier.gen_frac", "dataset.imbalance_ratio")
 SURFACE_METRICS = (("test/balanced_acc", "balanced test accuracy"), ("ekld/tail", "tail eKLD"))
 
 
 def trial_table(cfg: SweepConfig, records: list[rs.TrialRecord]) -> pd.DataFrame:
-    """One row per trial: id, state, searched values, epochs run, final metrics, error."""
-    base, rows = to_dict(cfg), []
+    """One row per trial: id, state, searched values (and the values of the keys that select the kind's
+    default contrast, as they ran), steps run, final metrics, error."""
+    kind = kind_of(cfg.trial)
+    selects = [*kind.contrast.a, *kind.contrast.b] if kind.contrast else []
+    rows = []
     for t in records:
-        row: dict[str, Any] = {"trial_id": t.trial_id, "state": t.status, "stopped_early": t.stopped_early}
+        state = "STOPPED" if t.stopped_by_race else t.status
+        row: dict[str, Any] = {"trial_id": t.trial_id, "group_id": t.group_id, "repeat": t.repeat, "state": state,
+                               "stopped_early": t.stopped_early}
         row.update(rs.sampled_values(t.config))
-        row["classifier.augment"] = rs.trial_config(base, t.config).classifier.effective_augment
-        row["epochs_run"] = t.last.get("epoch")
-        row.update({k: v for k, v in t.last.items()
-                    if k.split("/")[0] in RESULT_PREFIXES})
+        if selects:
+            ran = trial_config(cfg, t.config).resolved()
+            row.update({k: ran.value(k) for k in selects})
+        row[f"{kind.step}s_run"] = t.last.get(kind.step)
+        row.update({k: v for k, v in t.last.items() if ("/" in k and not kind.is_series(k)) or k.startswith("val/")})
         row["error"] = t.error if t.status == "ERROR" else ""
         rows.append(row)
     return pd.DataFrame(rows)
@@ -81,10 +85,10 @@ def importances(cfg: SweepConfig, df: pd.DataFrame) -> dict[str, Any]:
     """Optuna fANOVA importances of the searched keys for the first metric, from the trial table."""
     import optuna
 
-    from sweeps.search import distributions
+    from sweeps.space import distributions
 
     metric, mode = cfg.search.metric[0], cfg.search.mode[0]
-    dists = distributions(cfg)
+    dists = distributions(cfg.search)
     keys = [k for k in dists if k in df]
     done = df[df[metric].notna()] if metric in df else df.iloc[0:0]
     if len(done) < 2 or not keys:
@@ -110,21 +114,31 @@ def _native(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
+def _selected(df: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
+    mask = pd.Series(True, index=df.index)
+    for k, v in selector.items():
+        mask &= df[k] == v if k in df else False
+    return df[mask]
+
+
 def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -> dict[str, Any]:
-    """eKLD against class size: the best GIT trial (gen_frac > 0) against the best baseline (no augmentation;
-    the oracle is neither)."""
+    """eKLD against class size: the best trial of the default contrast's side A against the best of side B
+    (the classifier's: the best GIT trial against the best baseline; the oracle is neither)."""
     from matplotlib.figure import Figure
 
+    contrast = kind_of(cfg.trial).contrast
+    if contrast is None or "ekld/tail" not in df:
+        return {}
     metric, objectives = cfg.search.metric[0], objectives_of(cfg)
-    git_mask = df["classifier.augment"] == "git"  # the effective augment: gen_frac 0 reads as none
-    git = _best(df[git_mask], objectives)
-    base = df[df["classifier.augment"] == "none"]
-    if git is not None:  # compare like with like: the baseline at the GIT trial's data set, when there is one
+    a_label, b_label = (part.strip() for part in contrast.label.split(" - "))
+    first = _best(_selected(df, contrast.a), objectives)
+    base = _selected(df, contrast.b)
+    if first is not None:  # compare like with like: side B at side A's data set, when there is one
         same = base
         for key in (k for k in cfg.search.space if k.startswith("dataset.") and k in df):
-            same = same[same[key] == git[key]]
+            same = same[same[key] == first[key]]
         base = same if len(same) and same[metric].notna().any() else base
-    picks = {"GIT": git, "baseline": _best(base, objectives)}
+    picks = {a_label: first, b_label: _best(base, objectives)}
     fig = Figure(figsize=(6, 4.2), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     chosen: dict[str, Any] = {}
@@ -140,7 +154,7 @@ def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -
     ax.set_xscale("log")
     ax.set_xlabel("training images in class")
     ax.set_ylabel("eKLD")
-    ax.set_title("eKLD vs class size: best GIT vs best baseline", fontsize=10)
+    ax.set_title(f"eKLD vs class size: best {a_label} vs best {b_label}", fontsize=10)
     if chosen:
         ax.legend()
     ax.grid(True, which="both", alpha=0.3)
@@ -160,9 +174,8 @@ def trial_summary(cfg: SweepConfig, df: pd.DataFrame, results: Path, out: Path) 
                                "best_rule": rs.best_rule(objectives_of(cfg)),
                                "best": None if best is None else {k: _json(v) for k, v in best.items()}}
     searched = [k for k in cfg.search.space if k in df and pd.to_numeric(df[k], errors="coerce").notna().all()]
-    keys = SURFACE_KEYS if all(k in df for k in SURFACE_KEYS) else tuple(searched[:2])
-    if len(keys) == 2:
-        response_surface(df, keys, out / "response_surface.png")
+    if len(searched) >= 2:
+        response_surface(df, (searched[0], searched[1]), out / "response_surface.png")
     summary["importances"] = importances(cfg, df)
     if cfg.search.repeats == 1:  # with repeats the report draws every group's band instead (report.groups)
         summary["ekld_curves"] = ekld_curves(cfg, df, results, out / "ekld_vs_class_size.png")
@@ -172,19 +185,6 @@ def trial_summary(cfg: SweepConfig, df: pd.DataFrame, results: Path, out: Path) 
 def _json(v: Any) -> Any:
     v = _native(v)
     return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    best = summary["best"]
-    if best:
-        value = best.get(summary["metric"])
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        print(f"best trial {best['trial_id']} ({summary['best_rule']}): {summary['metric']} {shown}")
-    imp = summary["importances"]
-    if imp.get("importances"):
-        print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp["importances"].items()))
-    else:
-        print(f"importances: {imp.get('note')}")
 
 
 def pareto(cfg: SweepConfig, models: pd.DataFrame, out: Path) -> list[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sweeps import paths
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,11 +18,11 @@ if TYPE_CHECKING:
 
 def dataset_for(cfg: SweepConfig) -> BuiltDataset:
     """The built data set of `cfg.dataset` from the storage's shared store, built first if absent."""
-    uri = cfg.storage_uri
+    uri = paths.storage_uri(cfg.storage)
     if uri is None:
         from gitlib.data.builds import get_dataset
 
-        return get_dataset(cfg.dataset, cfg.storage_path)
+        return get_dataset(cfg.dataset, paths.local_root(cfg.storage))
     from sweeps.stores import remote
 
     return remote.get_dataset(cfg.dataset, uri)
@@ -28,11 +30,11 @@ def dataset_for(cfg: SweepConfig) -> BuiltDataset:
 
 def generator_for(cfg: SweepConfig, data: BuiltDataset, device: torch.device) -> StoredGenerator:
     """The shared generator for the data set and `cfg.generator`: trained once, waited for, or reused."""
-    uri = cfg.storage_uri
+    uri = paths.storage_uri(cfg.storage)
     if uri is None:
         from sweeps.stores.generators import get_generator
 
-        return get_generator(cfg.generator, data, cfg.storage_path, device)
+        return get_generator(cfg.generator, data, paths.local_root(cfg.storage), device)
     from sweeps.stores import remote
 
     return remote.get_generator(cfg.generator, data, uri, device)

@@ -13,16 +13,15 @@ A POSIX storage path (the default) is used as it always was: this module is only
   (`gitsweep-locks`, namespace `gitsweep`) when running under Ray, a file lock in the cache otherwise.
   A waiting trial polls the lock and then downloads what its holder uploaded.
 - The sweep's `config.yaml` and `sweep.json` are kept in `<uri>/sweeps/<name>/` with a local copy in the
-  cache, so `gitsweep resume|status|report NAME --storage URI` find them.
+  cache, so `gitsweep resume|status|report NAME --storage URI` find them (sweeps.paths owns the URIs,
+  the cache folder and the plain file reads and writes on them).
 
 Credentials come from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...), as pyarrow reads them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import threading
 import time
 import uuid
@@ -31,62 +30,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+from sweeps.paths import cache_root, exists, fs_path, join
+
 LOCK_ACTOR = "gitsweep-locks"
 LOCK_NAMESPACE = "gitsweep"
 LEASE_S = 60.0  # a lock whose holder stops renewing it (died) is free again after this
 Log = Callable[[str], None]
-
-
-def is_uri(storage: str | os.PathLike[str] | None) -> bool:
-    return storage is not None and bool(_SCHEME.match(str(storage)))
-
-
-def normalize(uri: str) -> str:
-    return uri.rstrip("/")
-
-
-def cache_root(uri: str) -> Path:
-    """The local working folder of storage `uri` (same on every call, distinct per URI)."""
-    from sweeps import env
-
-    return env.cache_base().resolve() / hashlib.sha256(normalize(uri).encode()).hexdigest()[:16]
-
-
-def join(uri: str, *parts: str) -> str:
-    return "/".join([normalize(uri), *parts])
-
-
-def fs_path(uri: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
-
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        from gitlib.errors import ConfigError
-
-        raise ConfigError("storage", f"not a usable storage URI {uri!r}: {exc}") from None
-
-
-def exists(uri: str) -> bool:
-    import pyarrow.fs as pafs
-
-    fs, path = fs_path(uri)
-    return bool(fs.get_file_info(path).type != pafs.FileType.NotFound)
-
-
-def read_text(uri: str) -> str:
-    fs, path = fs_path(uri)
-    with fs.open_input_stream(path) as f:
-        return bytes(f.read()).decode()
-
-
-def write_text(uri: str, text: str) -> None:
-    fs, path = fs_path(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
 
 
 def _files(fs: Any, root: str) -> list[str]:

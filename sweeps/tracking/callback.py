@@ -3,7 +3,8 @@ feeds the MLflow tracker, and prints progress.
 
 Everything here runs in the Ray driver. Tune calls `get_state` while it writes its experiment snapshot
 (the state a resume restores): the index and the buffered MLflow metrics are written first, so a resume
-never finds MLflow or the index behind the snapshot.
+never finds MLflow or the index behind the snapshot. The race's decisions reach MLflow from the search's
+log (sweeps.search_state), which the searcher writes as it decides.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from ray import tune
 
 from sweeps import results as rs
 from sweeps.config import SweepConfig
-from sweeps.group_stats import GroupResult, group_result
+from sweeps.groups import Group, align_by, collect, ekld_band, group_per_class
+from sweeps.kinds import kind_of
 from sweeps.paths import SweepPaths
+from sweeps.search_state import FILE, LogReader
 from sweeps.tracking.outbox import Outbox
 from sweeps.tracking.progress import Progress
 from sweeps.tracking.tracker import SweepTracker
@@ -44,14 +47,17 @@ def trial_error(trial: Any) -> str:
 class TrialIndex:
     """The driver's record of every trial (`<sweep>/trials.json`) and of their kept results."""
 
-    def __init__(self, paths: SweepPaths) -> None:
-        self.paths = paths
+    def __init__(self, paths: SweepPaths, result_files: tuple[str, ...] = (rs.FINAL,)) -> None:
+        self.paths, self.result_files = paths, result_files
         self.records = {r.trial_id: r for r in rs.read_index(paths.index)}
 
     def record(self, trial: Any) -> rs.TrialRecord:
         rec = self.records.get(trial.trial_id)
         if rec is None:
             rec = self.records[trial.trial_id] = rs.TrialRecord(trial.trial_id, trial.status, dict(trial.config))
+            # a repeat a killed driver's Tune lost runs again under a new id: the lost trial's record goes
+            self.records = {k: r for k, r in self.records.items()
+                            if k == rec.trial_id or r.slot != rec.slot or r.status == "TERMINATED"}
         rec.status = trial.status
         return rec
 
@@ -68,7 +74,7 @@ class TrialIndex:
         """Copy a final checkpoint's results into results/<trial_id>/; the folder, or None without a final."""
         dest = self.paths.results / trial_id
         with checkpoint.as_directory() as d:
-            if not rs.keep_results(Path(d), dest):
+            if not rs.keep_results(Path(d), dest, self.result_files):
                 return None
         self.records[trial_id].final = True
         return dest
@@ -77,55 +83,45 @@ class TrialIndex:
         rs.write_index(self.paths.index, list(self.records.values()))
 
     def sync(self, trials: list[Any]) -> list[rs.TrialRecord]:
-        """Match Tune's saved trials (the truth after fit() or a killed driver): states, errors, results."""
+        """Match Tune's saved trials (the truth after fit() or a killed driver): states, errors, results.
+        Trials Tune's last snapshot missed keep their record if they finished; the others ran again."""
         for t in trials:
             rec = self.update(t, t.last_result)
             if t.status == "TERMINATED" and not rec.final and t.checkpoint is not None:
                 self.keep(t.trial_id, t.checkpoint)
         known = {t.trial_id for t in trials}
-        # A trial the killed driver started after Tune's last snapshot is gone: its repeat runs again
-        # under a new id, so the old record would be a ghost.
-        self.records = {k: r for k, r in self.records.items() if k in known}
+        self.records = {k: r for k, r in self.records.items()
+                        if k in known or (r.status == "TERMINATED" and (r.final or r.stopped_by_race))}
         self.save()
-        return [self.records[t.trial_id] for t in trials]
+        return sorted(self.records.values(), key=lambda r: r.slot)
 
 
-def group_figure(result: GroupResult, folder: Path, title: str) -> Path | None:
+def group_figure(group: Group, table: Any, folder: Path, title: str) -> Path | None:
     """eKLD against class size: the group's mean over its repeats with the 95% band."""
     from gitlib.plots import ekld_bands
 
-    curve = result.ekld_band
-    if curve is None:
+    band = ekld_band(table)
+    if band is None:
         return None
-    return ekld_bands({f"mean of {len(result.finals)} repeats": curve}, folder / "ekld_vs_class_size.png", title)
+    return ekld_bands({f"mean of {len(group.finished)} repeats": band}, folder / "ekld_vs_class_size.png", title)
 
 
-def _band_figure(sweep: str, gid: str, records: list[Any], result: GroupResult, folder: Path) -> Path | None:
-    """group_figure, drawn again only if the group's repeats changed since it was last drawn (a resume,
-    the closing reconcile): a drawing costs the driver ~0.5 s of CPU, which the running trials pay on a
-    small machine."""
-    png, drawn_of = folder / "ekld_vs_class_size.png", folder / "ekld_vs_class_size.of"
-    of = ",".join(sorted(f"{r.trial_id}:{r.status}" for r in records))
-    if png.is_file() and drawn_of.is_file() and drawn_of.read_text() == of:
-        return png
-    drawn = group_figure(result, folder, f"{sweep} group {gid}: eKLD, mean and 95% CI over repeats")
-    drawn_of.write_text(of)
-    return drawn
-
-
-def group_update(cfg: SweepConfig, index: TrialIndex, config: dict[str, Any]) -> list[Any]:
+def group_update(cfg: SweepConfig, index: TrialIndex, gid: str, dropped: bool = False) -> list[Any]:
     """The arguments of the tracker's log_group for a group, as plain data: its statistics over the repeats
-    kept so far, its per-class summary rows and, once every repeat has ended, its band figure (kept under
-    results/groups/<group>/)."""
-    gid = str(config[rs.GROUP_KEY])
+    kept so far, its per-class summary rows and, once every repeat has ended (or the race dropped it and
+    its last running repeat stopped), its band figure (kept under results/groups/<group>/)."""
     records = [r for r in index.records.values() if r.group_id == gid]
-    result = group_result(gid, records, index.paths.results, cfg.search.repeat_over)
-    ended = sum(r.status in ("TERMINATED", "ERROR") for r in records) >= cfg.search.repeats
-    folder = index.paths.results / "groups" / gid
-    folder.mkdir(parents=True, exist_ok=True)
-    png = _band_figure(cfg.name, gid, records, result, folder) if ended else None  # once it has ended
-    rows = result.per_class.to_dict("records") if result.per_class is not None else None
-    return [config, result.metrics, rows, str(png) if png else None, ended]
+    group = collect(records, index.paths.results, cfg.search.repeat_over)[0]
+    n_ended = sum(r.status in ("TERMINATED", "ERROR") for r in records)
+    ended = n_ended >= cfg.search.repeats or (dropped and n_ended == len(records))
+    table = group_per_class(group, index.paths.results, align_by(cfg.search.repeat_over))
+    png = None
+    if ended:
+        folder = index.paths.results / "groups" / gid
+        folder.mkdir(parents=True, exist_ok=True)
+        png = group_figure(group, table, folder, f"{cfg.name} group {gid}: eKLD, mean and 95% CI over repeats")
+    rows = table.to_dict("records") if table is not None else None
+    return [records[0].config, group.metrics(), rows, str(png) if png else None, ended]
 
 
 class SweepCallback(tune.Callback):
@@ -133,24 +129,22 @@ class SweepCallback(tune.Callback):
 
     def __init__(self, cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, progress: Progress) -> None:
         self.cfg, self.index, self.tracker, self.progress = cfg, index, tracker, progress
+        self.kind = kind_of(cfg.trial)
         self.outbox = Outbox(tracker, progress.note)  # every MLflow write goes through it
+        self.race = LogReader(index.paths.root / FILE)  # the race's decisions, as the searcher logs them
         self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
         self._deadline: float | None = None  # search.time_budget_s, counted from this session's first step
         self._asked: set[str] = set()
         self._quiet_restart: set[str] = set()  # trials whose restart after a non-retryable failure goes unannounced
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"cfg": self.cfg, "paths": self.index.paths, "tracker": self.tracker,
-                "progress": (self.progress.total, self.progress.objectives, self.progress.repeats,
-                             self.progress.verbose)}
+        return {"cfg": self.cfg, "paths": self.index.paths, "tracker": self.tracker, "progress": self.progress.args}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled by a restored Tuner: the index is read again from disk, the display starts afresh."""
-        self.cfg, self.tracker, self._final_due = state["cfg"], state["tracker"], {}
-        self._deadline, self._asked, self._quiet_restart = None, set(), set()
-        self.index = TrialIndex(state["paths"])
-        self.progress = Progress(*state["progress"])
-        self.outbox = Outbox(self.tracker, self.progress.note)
+        kind = kind_of(state["cfg"].trial)
+        self.__init__(state["cfg"], TrialIndex(state["paths"], kind.result_files), state["tracker"],  # type: ignore[misc]
+                      Progress(*state["progress"]))
 
     def _final(self, trial: Any, checkpoint: Any) -> None:
         if checkpoint is None or self.index.records[trial.trial_id].final:
@@ -171,10 +165,10 @@ class SweepCallback(tune.Callback):
         self.index.update(trial, result)
         self.outbox.send("log_result", trial.trial_id, trial.config, rs.loggable(result))
         self._final_due[trial.trial_id] = bool(result.get(rs.FINAL_KEY))
-        self.progress.result(trial.trial_id, trial.config, result, self.cfg.classifier.epochs)
+        self.progress.result(trial.trial_id, trial.config, result)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        # Only the final report's checkpoint has results to keep: skip the per-epoch ones (driver CPU on a
+        # Only the final report's checkpoint has results to keep: skip the per-step ones (driver CPU on a
         # small machine). on_trial_complete keeps the final anyway if this callback order ever differs.
         if self._final_due.pop(trial.trial_id, False):
             self._final(trial, checkpoint)
@@ -183,11 +177,16 @@ class SweepCallback(tune.Callback):
         rec = self.index.update(trial)
         rec.status = "TERMINATED"
         self._final(trial, trial.checkpoint)
-        self.outbox.send("finish_trial", trial.trial_id, trial.config, "FINISHED")
+        if not rec.final and not (trial.last_result or {}).get(rs.FINAL_KEY):  # stopped before its end: the race
+            rec.stopped_by_race = True
+            self.outbox.send("finish_trial", trial.trial_id, trial.config, "KILLED",
+                             "stopped by the race: its group was dropped", {"gitsweep.stopped_by": "race"})
+            self.progress.stopped(trial.trial_id, trial.config)
+        else:
+            self.outbox.send("finish_trial", trial.trial_id, trial.config, "FINISHED")
+            self.progress.finished(trial.trial_id, trial.config, rec.last)
         self.index.save()
-        if self.cfg.search.repeats > 1:
-            self.outbox.send("log_group", *group_update(self.cfg, self.index, trial.config))
-        self.progress.finished(trial.trial_id, trial.config, rec.last)
+        self._groups_changed(rec.group_id)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = trial_error(trial)
@@ -200,9 +199,22 @@ class SweepCallback(tune.Callback):
         rec = self.index.update(trial, failed=True)
         self.outbox.send("finish_trial", trial.trial_id, trial.config, "FAILED", rec.error)
         self.index.save()
-        if self.cfg.search.repeats > 1:
-            self.outbox.send("log_group", *group_update(self.cfg, self.index, trial.config))
         self.progress.errored(trial.trial_id, trial.config, rec.error)
+        self._groups_changed(rec.group_id)
+
+    def _groups_changed(self, gid: str) -> None:
+        """MLflow's group runs after a repeat ended: the race's new decisions, then the group's numbers."""
+        decisions = {d.group: d for d in self.race.poll()}
+        for d in decisions.values():
+            config = next((r.config for r in self.index.records.values() if r.group_id == d.group), None)
+            if config is not None:
+                self.outbox.send("log_race", config, d)
+                self.progress.raced(d)
+        if self.cfg.search.repeats > 1:
+            for group in dict.fromkeys([gid, *decisions]):
+                if any(r.group_id == group for r in self.index.records.values()):
+                    self.outbox.send("log_group", *group_update(self.cfg, self.index, group,
+                                                                self.race.dropped(group)))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         # Tune's loop steps at least every 0.1 s, results or not: held writes are retried from here

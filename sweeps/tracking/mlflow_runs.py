@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 
 SWEEP_TAG = "gitsweep.sweep"
 ROLE_TAG = "gitsweep.role"
-TRIAL_TAG = "gitsweep.trial_id"
-GROUP_TAG = "gitsweep.group_id"
+TRIAL_TAG = "gitsweep.trial_id"  # the Tune trial that runs (or last ran) a trial run
+SLOT_TAG = "gitsweep.slot"  # "<group>/<repeat>": what a trial run is for the search, kept across resumes
+GROUP_TAG = "gitsweep.group_id"  # a group run's id
+IN_GROUP_TAG = "gitsweep.in_group"  # on trial runs only: the group a repeat belongs to ("Group by" pools them)
+PARAM_TAG = "gitsweep.param."  # on trial runs only: the searched values, as tags easy to filter and group by
+RACE_TAG = "gitsweep.race"  # on group runs of a raced sweep: running | dropped | survived
+RACE_VS_TAG = "gitsweep.race_vs"  # the incumbent's group id at the race's decision
 GENERATOR_TAG = "gitsweep.generator"
 ERROR_TAG = "gitsweep.error"
 DEVICE_TAG = "gitsweep.device"  # where the trial ran: "cuda:0 <GPU name>" or "cpu, N threads"
@@ -70,10 +75,27 @@ def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
 
+def _where(tags: Mapping[str, str]) -> str:
+    return " and ".join(f"tags.`{k}` = '{_quote(str(v))}'" for k, v in tags.items())
+
+
+def search_all(c: MlflowClient, experiment_id: str, tags: Mapping[str, str] | None, where: str | None = None,
+               ) -> list[Any]:
+    """Every run of the experiment carrying all `tags` (or matching `where`), page by page."""
+    found: list[Any] = []
+    token = None
+    while True:
+        page = c.search_runs([experiment_id], filter_string=where or _where(tags or {}), max_results=1000,
+                             page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
 def find_run(c: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> str | None:
     """Id of the oldest run in `experiment_id` carrying all `tags`, or None."""
-    where = " and ".join(f"tags.`{k}` = '{_quote(str(v))}'" for k, v in tags.items())
-    runs = c.search_runs([experiment_id], filter_string=where, order_by=["attributes.start_time ASC"],
+    runs = c.search_runs([experiment_id], filter_string=_where(tags), order_by=["attributes.start_time ASC"],
                          max_results=5)
     return runs[0].info.run_id if runs else None
 
@@ -117,11 +139,12 @@ def provenance_tags(repo_dir: Path | None = None) -> dict[str, str]:
     return tags
 
 
-def log_params(c: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    """Flat params in batches of 100 (MLflow's limit); re-logging the same values is a no-op."""
+def log_params(c: MlflowClient, run_id: str, params: Mapping[str, Any], fresh: bool = False) -> None:
+    """Flat params in batches of 100 (MLflow's limit); only those the run lacks (`fresh`: a run just
+    created has none, and needs no read first)."""
     from mlflow.entities import Param
 
-    existing = c.get_run(run_id).data.params
+    existing = {} if fresh else c.get_run(run_id).data.params
     items = [Param(k, _param_value(v)) for k, v in sorted(params.items()) if k not in existing]
     for i in range(0, len(items), 100):
         c.log_batch(run_id, params=items[i : i + 100])
@@ -189,8 +212,8 @@ def log_series(c: MlflowClient, run_id: str, series: Mapping[str, Mapping[int, f
     log_points(c, run_id, points)
 
 
-def log_per_class(c: MlflowClient, run_id: str, table: pa.Table, png: Path | None = None) -> None:
-    """per_class.parquet, the same table as an MLflow table (per_class.json) and the eKLD figure."""
+def log_per_class(c: MlflowClient, run_id: str, table: pa.Table) -> None:
+    """per_class.parquet and the same table as an MLflow table (per_class.json)."""
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,8 +221,6 @@ def log_per_class(c: MlflowClient, run_id: str, table: pa.Table, png: Path | Non
         pq.write_table(table, path)
         c.log_artifact(run_id, str(path))
     c.log_table(run_id, data=table.to_pandas(), artifact_file="per_class.json")
-    if png is not None and png.is_file():
-        log_figure(c, run_id, png, "ekld_vs_class_size")
 
 
 def log_group_table(c: MlflowClient, run_id: str, table: Any, png: Path | None = None) -> None:

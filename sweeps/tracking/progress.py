@@ -15,23 +15,33 @@ import time
 from typing import Any, TextIO
 
 from sweeps import results as rs
+from sweeps.kinds import kind_of
+from sweeps.search_state import Decision
 
-SHOW = ("train/loss", "val/balanced_acc", "test/balanced_acc", "ekld/tail", "loss/gen_total", "meta_test/mse")
 PLAIN_EVERY_S = 60.0
 
 
 class Progress:
     def __init__(self, total_trials: int, objectives: list[tuple[str, str]], repeats: int = 1,
-                 verbose: bool = False, stream: TextIO | None = None) -> None:
+                 verbose: bool = False, trial: str = "classifier", length: int = 0, raced: bool = False,
+                 stream: TextIO | None = None) -> None:
         self.total, self.objectives, self.repeats, self.verbose = total_trials, objectives, repeats, verbose
+        self.trial, self.length, self.raced_sweep = trial, length, raced
+        self.kind = kind_of(trial)
         self.stream = stream or sys.stdout
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started_at = time.monotonic()
         self.running: set[str] = set()
         self.done: dict[str, dict[str, float]] = {}  # trial id -> final numbers
         self.failed: set[str] = set()
+        self.stopped_by_race: set[str] = set()
         self._shown_at = time.monotonic() if not self.live else -math.inf  # plain status: first after a minute
         self._status = ""
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """What a Progress is made of (the callback pickles these, not the stream)."""
+        return (self.total, self.objectives, self.repeats, self.verbose, self.trial, self.length, self.raced_sweep)
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -39,24 +49,35 @@ class Progress:
         self.running.add(trial_id)
         self._line(trial_id, config, "started")
 
-    def result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any], epochs: int) -> None:
+    def result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         if not self.verbose:
             self.tick()
             return
-        if "epoch" in result:
-            head = f"epoch {int(result['epoch'])}/{epochs}"
-        elif "step" in result:
-            head = f"step {int(result['step'])}"
-        else:
-            head = f"iteration {int(result.get('iteration', result.get('training_iteration', 0)))}"
-        self._line(trial_id, config, head + " " + " ".join(f"{k} {rs.short(result[k])}" for k in SHOW if k in result))
+        step = self.kind.step
+        head = f"{step} {int(result.get(step, result.get('training_iteration', 0)))}/{self.length}"
+        shown = " ".join(f"{k} {rs.short(result[k])}" for k in self.kind.progress if k in result)
+        self._line(trial_id, config, f"{head} {shown}")
 
     def finished(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         self.running.discard(trial_id)
         self.done[trial_id] = rs.numbers(result)
-        keys = dict.fromkeys([*(m for m, _ in self.objectives), *(k for k in SHOW if not rs.is_series(k))])
+        keys = dict.fromkeys([*(m for m, _ in self.objectives), *self.kind.headline])
         shown = " ".join(f"{k} {rs.short(result[k])}" for k in keys if k in result)
         self._line(trial_id, config, f"finished: {shown}")
+
+    def stopped(self, trial_id: str, config: dict[str, Any]) -> None:
+        """A repeat of a group the race dropped, stopped before its end."""
+        self.running.discard(trial_id)
+        self.stopped_by_race.add(trial_id)
+        self._line(trial_id, config, "stopped by the race (its group was dropped)")
+
+    def raced(self, d: Decision) -> None:
+        if d.decision == "dropped":
+            self.note(f"race: {d.group} dropped after {d.k} repeats, worse than {d.vs} "
+                      f"(one-sided p = {d.p:.3g} over {d.n} paired repeats)")
+        else:
+            self.note(f"race: {d.group} survived all its repeats" + (f" (vs {d.vs}, p = {d.p:.3g})"
+                                                                     if d.vs != d.group and d.p == d.p else ""))
 
     def errored(self, trial_id: str, config: dict[str, Any], reason: str) -> None:
         self.running.discard(trial_id)
@@ -84,10 +105,10 @@ class Progress:
 
     def status(self) -> str:
         elapsed = time.monotonic() - self.started_at
-        n_done = len(self.done) + len(self.failed)
+        n_done = len(self.done) + len(self.failed) + len(self.stopped_by_race)
         pending = max(self.total - n_done - len(self.running), 0)
         eta = "-"
-        if n_done:
+        if n_done and not self.raced_sweep:  # a race decides how many trials run: no honest estimate
             left = elapsed / n_done * (self.total - n_done)  # mean time per ended trial, at this concurrency
             eta = _duration(left)
         best = []
@@ -96,8 +117,11 @@ class Progress:
             if found:
                 best.append(f"best {metric} {rs.short(max(found) if mode == 'max' else min(found))}")
         unit = f" ({self.repeats} repeats per group)" if self.repeats > 1 else ""
-        return (f"trials{unit}: {len(self.done)} done, {len(self.running)} running, {pending} pending, "
-                f"{len(self.failed)} failed | {_duration(elapsed)} elapsed, ~{eta} left" +
+        race = f", {len(self.stopped_by_race)} stopped by the race" if self.raced_sweep else ""
+        waiting = f"at most {pending} pending" if self.raced_sweep else f"{pending} pending"
+        return (f"trials{unit}: {len(self.done)} done, {len(self.running)} running, {waiting}, "
+                f"{len(self.failed)} failed{race} | {_duration(elapsed)} elapsed" +
+                (f", ~{eta} left" if eta != "-" or not self.raced_sweep else "") +
                 (" | " + ", ".join(best) if best else ""))
 
     def tick(self, force: bool = False) -> None:

@@ -1,17 +1,20 @@
 """MLflow records of a sweep, written from the Ray driver only.
 
-`SweepTracker` knows the parent run and finds (or creates) the nested run of a trial by its tags
-(`gitsweep.sweep`, `gitsweep.role`, `gitsweep.trial_id`), so a restored trial continues its own run and
-a retried trial never leaves a twin. The Tune callback (sweeps.tracking.callback) feeds it; after
-`fit()` the driver calls `reconcile()` so no run is left RUNNING (a driver killed mid-sweep leaves
-some that way; the next `resume` closes them). Trials write nothing to MLflow themselves: with one
-writer, the default SQLite store sees no lock contention however many trials run at once.
+`SweepTracker` knows the parent run and finds (or creates) the nested run of a trial by the repeat it
+runs for the search (`gitsweep.slot` = group/repeat), so a restored trial continues its own run, a
+retried trial never leaves a twin, and a repeat that a killed driver's Tune lost and the resume runs
+again under a new trial id continues the same run. The Tune callback (sweeps.tracking.callback) feeds
+it; after `fit()` the driver calls `reconcile()` so no run is left RUNNING. Trials write nothing to
+MLflow themselves: with one writer, the default SQLite store sees no lock contention from its trials.
 
 Per-epoch metrics are buffered and written every FLUSH_S seconds, one log_batch per run: a write costs
 the driver about the same CPU (SQLite) or round trip (`mlflow server`) for one epoch as for twenty, and
 on a small machine that CPU comes out of the trials. The buffer is also written before every Tune
-experiment snapshot (`SweepCallback.get_state`), so what a killed driver loses is only results after
-the last snapshot, and those the resumed trials train and report again.
+experiment snapshot (`SweepCallback.get_state`) and when a trial ends.
+
+What a trial kind reports is read from its record (sweeps.kinds): which result keys are per-step series
+(logged at step = its step key) and which describe the final model (step 0), and which result files are
+figures (logged as MLflow images too).
 """
 
 from __future__ import annotations
@@ -21,41 +24,64 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gitlib.configs import flatten, to_dict
 from sweeps import results as rs
+from sweeps.config import SweepConfig, trial_config
+from sweeps.kinds import kind_of
+from sweeps.search_state import Decision
 from sweeps.tracking import mlflow_runs as mr
 
 # Result keys worth logging: everything namespaced (train/, val/, test/, ekld/, loss/, ...) plus lr.
 SKIP_PREFIXES = ("config/", "generator/", "trial/final", "trial/device")
 PLAIN_KEYS = ("lr", "epoch", "iteration", "step")
 FLUSH_S = 5.0  # longest a per-epoch metric point waits in the driver before it is written
+Slot = tuple[str, int]
+
+
+def slot_of(trial_id: str, config: dict[str, Any]) -> Slot:
+    """(group, repeat) of a trial's Tune config; a trial outside any group is its own."""
+    return str(config.get(rs.GROUP_KEY, trial_id)), int(config.get(rs.REPEAT_KEY, 0))
 
 
 class SweepTracker:
     """MLflow writes of one sweep (picklable: the client is made lazily in each process)."""
 
-    def __init__(self, uri: str, experiment: str, sweep: str, base: dict[str, Any],
+    def __init__(self, uri: str, experiment: str, sweep: str, base: SweepConfig,
                  artifact_root: str | None, parent_run_id: str | None = None) -> None:
         self.uri, self.experiment, self.sweep, self.base = uri, experiment, sweep, base
         self.artifact_root = artifact_root
         self.parent_run_id = parent_run_id
+        self._reset()
+
+    def _reset(self) -> None:
         self._client: Any = None
         self._exp_id: str | None = None
-        self._runs: dict[str, str] = {}
+        self._runs: dict[Slot, str] = {}
         self._groups: dict[str, str] = {}  # group id -> its run (only with search.repeats > 1)
-        self._final: set[str] = set()
+        self._existing: dict[str, dict[str, str]] | None = None  # runs of this sweep found in MLflow
+        self._final: set[Slot] = set()
         self._generators: set[str] = set()
-        self._device_tagged: set[str] = set()
+        self._device_tagged: set[Slot] = set()
         self._pending: dict[str, list[Any]] = {}  # run id -> metric points not yet written
         self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> key -> steps logged (or pending)
         self._unsure: set[str] = set()  # runs whose last batch may have reached a server that then went away
         self._flushed_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.update(_client=None, _exp_id=None, _runs={}, _groups={}, _final=set(), _generators=set(),
-                     _device_tagged=set(), _pending={}, _steps={}, _unsure=set())
-        return state
+        return {k: self.__dict__[k] for k in ("uri", "experiment", "sweep", "base", "artifact_root", "parent_run_id")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def kind(self) -> Any:
+        return kind_of(self.base.trial)
+
+    @property
+    def repeats(self) -> int:
+        return self.base.search.repeats
+
+    # ---- buffered metric points ---------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write the buffered metric points: one log_batch per run. If the server goes away, the unwritten
@@ -120,7 +146,7 @@ class SweepTracker:
             self._exp_id = mr.ensure_experiment(self.client, self.experiment, self.artifact_root)
         return self._exp_id
 
-    # ---- parent ---------------------------------------------------------------------------------
+    # ---- parent ---------------------------------------------------------------------------------------
 
     def open_parent(self, config_yaml: str) -> str:
         """Create (or reopen, on resume) the sweep's parent run with config and provenance."""
@@ -140,24 +166,23 @@ class SweepTracker:
 
     def sweep_params(self) -> dict[str, Any]:
         """The sweep's own params, all under `sweep.`: what it searches and how, and the base config every
-        trial starts from (`sweep.base.<key>`), so the parent never reads as one more trial."""
-        search = self.base["search"]
-        params: dict[str, Any] = {f"sweep.search.{k}": v for k, v in search.items() if k != "space"}
+        trial starts from (`sweep.base.<key>`, the sections its trial kind reads), so the parent never
+        reads as one more trial."""
+        search = self.base.as_dict()["search"]
+        params: dict[str, Any] = {f"sweep.search.{k}": v for k, v in search.items() if k not in ("space", "racing")}
         params["sweep.search.space"] = json.dumps(search["space"])
-        params.update({f"sweep.base.{k}": v for k, v in flatten({**self.base, "search": {}}).items()})
+        params.update({f"sweep.search.racing.{k}": v for k, v in (search["racing"] or {}).items()})
+        params.update({f"sweep.base.{k}": v for k, v in self.base.read_by_trials().items()})
         return params
 
     def describe(self) -> str:
         """The parent run's description (MLflow's note): what the sweep is and where its report lives."""
-        search = self.base["search"]
-        space = ", ".join(search["space"]) or "nothing (repeats of one configuration)"
-        repeats = f", each as a group of {search['repeats']} repeats over `{search['repeat_over']}`" \
-            if search["repeats"] > 1 else ""
-        return (f"**Sweep `{self.sweep}`**: {search['num_samples']} configurations{repeats}, searching {space} "
-                f"with `{search['sampler']}` for {', '.join(search['metric'])} "
-                f"({', '.join(search['mode'])}).\n\nThe report (`gitsweep report {self.sweep}`) is under this "
-                "run's artifacts in `report/`: `groups.csv`, `contrast_*_vs_*.png` (GIT against its baseline), "
-                "`ekld_vs_class_size.png`, `pareto.png` (several objectives), `bias_correlations.png`. "
+        s = self.base.search
+        space = ", ".join(s.space) or "nothing (repeats of one configuration)"
+        repeats = f", each as a group of {s.repeats} repeats over `{s.repeat_over}`" if s.repeats > 1 else ""
+        raced = " (raced)" if s.racing is not None else ""
+        return (f"**Sweep `{self.sweep}`**: {s.num_samples} configurations{repeats}{raced}, searching {space} "
+                f"with `{s.sampler}` for {', '.join(s.metric)} ({', '.join(s.mode)}).\n\n"
                 "Trials (and groups) are the runs nested below; the chart view's `per_class/ekld` line chart "
                 "draws eKLD against class-size rank for the selected runs.")
 
@@ -179,35 +204,56 @@ class SweepTracker:
     def _has_error(self, run_id: str) -> bool:
         return mr.ERROR_TAG in self.client.get_run(run_id).data.tags
 
-    # ---- trials ---------------------------------------------------------------------------------
+    # ---- finding runs -------------------------------------------------------------------------------
 
-    @property
-    def role(self) -> str:
-        """The trial runs' `gitsweep.role`: the trial kind (classifier, generator, msr)."""
-        return str(self.base.get("trial", "classifier"))
+    def _existing_runs(self) -> dict[str, dict[str, str]]:
+        """The runs this sweep already has, read once (one paged search, not one per trial): slot -> run
+        of the trials, group id -> run of the groups."""
+        if self._existing is None:
+            found: dict[str, dict[str, str]] = {"slot": {}, "group": {}}
+            for run in mr.search_all(self.client, self.experiment_id, {mr.SWEEP_TAG: self.sweep}):
+                tags = run.data.tags
+                if tags.get(mr.ROLE_TAG) == "group" and mr.GROUP_TAG in tags:
+                    found["group"].setdefault(tags[mr.GROUP_TAG], run.info.run_id)
+                elif mr.SLOT_TAG in tags:
+                    found["slot"].setdefault(tags[mr.SLOT_TAG], run.info.run_id)
+            self._existing = found
+        return self._existing
 
-    @property
-    def repeats(self) -> int:
-        return int(self.base["search"].get("repeats", 1))
+    def _run(self, known: str | None, tags: dict[str, str], name: str, parent: str | None) -> tuple[str, bool]:
+        """(run id, created): the known run reopened, else a new one."""
+        if known is not None:
+            self.client.update_run(known, status="RUNNING")
+            return known, False
+        all_tags = {**tags, **mr.provenance_tags(), **({mr.PARENT_TAG: parent} if parent else {})}
+        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id, True
+
+    # ---- trials -------------------------------------------------------------------------------------
 
     def trial_run(self, trial_id: str, config: dict[str, Any]) -> str:
-        if trial_id in self._runs:
-            return self._runs[trial_id]
-        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: self.role, mr.TRIAL_TAG: trial_id}
+        slot = slot_of(trial_id, config)
+        if slot in self._runs:
+            return self._runs[slot]
+        key = f"{slot[0]}/{slot[1]}"
         grouped = self.repeats > 1 and rs.GROUP_KEY in config
         parent = self.group_run(config) if grouped else self.parent_run_id  # repeats nest in their group
-        run_id, created = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=f"trial_{trial_id}",
-                                               parent_run_id=parent, extra_tags=mr.provenance_tags())
+        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: self.base.trial, mr.SLOT_TAG: key}
+        if grouped:
+            tags[mr.IN_GROUP_TAG] = slot[0]  # trial runs only: MLflow's "Group by" then pools a group's trials
+        run_id, created = self._run(self._existing_runs()["slot"].get(key), tags, f"trial_{trial_id}", parent)
+        values = rs.sampled_values(config)
         # Also for a found run: a driver killed between creating the run and logging its params left it
         # without them (log_params writes only what is missing).
-        mr.log_params(self.client, run_id, flatten(to_dict(rs.trial_config(self.base, config))))
-        mr.set_tags(self.client, run_id, {f"gitsweep.param.{k}": str(v)  # the searched values, easy to filter on
-                                          for k, v in rs.sampled_values(config).items()})
+        params = {**trial_config(self.base, config).resolved().read_by_trials(), **values}
+        mr.log_params(self.client, run_id, params, fresh=created)
+        mr.set_tags(self.client, run_id, {mr.TRIAL_TAG: trial_id,  # the Tune trial running it now
+                                          **{f"{mr.PARAM_TAG}{k}": str(v) for k, v in values.items()}})
         if not created:
             if self._has_error(run_id):  # restarted after a failure: the old reason no longer holds
                 self.client.delete_tag(run_id, mr.ERROR_TAG)
             self._steps[run_id] = self._logged_steps(run_id)  # a resumed run: what it holds already
-        self._runs[trial_id] = run_id
+            self.client.set_tag(run_id, "mlflow.runName", f"trial_{trial_id}")
+        self._runs[slot] = run_id
         return run_id
 
     def _logged_steps(self, run_id: str) -> dict[str, set[int]]:
@@ -223,7 +269,66 @@ class SweepTracker:
         steps.add(step)
         return True
 
-    # ---- groups (search.repeats > 1) -------------------------------------------------------------
+    def log_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        """Series (train/*, val/*, ...) at step = the kind's step key, the final model's metrics at step 0
+        (they are one value, not a time series); a step this run already holds is not logged again."""
+        run_id = self.trial_run(trial_id, config)
+        kind = self.kind
+        step = int(result.get(kind.step) or result.get("training_iteration") or 0)
+        values = {k: v for k, v in result.items()
+                  if ("/" in k and not k.startswith(SKIP_PREFIXES)) or k in PLAIN_KEYS}
+        series = {k: v for k, v in values.items() if kind.is_series(k)}
+        finals = {k: v for k, v in values.items() if not kind.is_series(k)}
+        points = [*mr.metric_points(series, step), *mr.metric_points(finals, 0)]
+        self._pending.setdefault(run_id, []).extend(p for p in points if self._new_point(run_id, p.key, p.step))
+        if result.get("trial/stopped_early"):  # evaluated where ASHA or the time budget stopped it
+            mr.set_tags(self.client, run_id, {mr.STOPPED_TAG: "true", mr.STOPPED_EPOCH_TAG: str(step)})
+        slot = slot_of(trial_id, config)
+        device = result.get("trial/device")
+        if device and slot not in self._device_tagged:  # where the trial ran (GPU name, or CPU threads)
+            self.client.set_tag(run_id, mr.DEVICE_TAG, str(device))
+            self._device_tagged.add(slot)
+        digest, folder = result.get("generator/digest"), result.get("generator/folder")
+        if digest and folder and digest not in self._generators:
+            self.log_generator(str(digest), Path(str(folder)))
+
+    def log_final(self, trial_id: str, config: dict[str, Any], folder: Path | str) -> bool:
+        """Final metrics and artifacts from a trial's kept results (sweeps.results), once (tagged when done)."""
+        folder, slot = Path(folder), slot_of(trial_id, config)
+        final = rs.read_final(folder)
+        if final is None or slot in self._final:
+            return False
+        run_id = self.trial_run(trial_id, config)
+        self.flush()  # the run's metrics as logged, to tell what the final result still lacks
+        run = self.client.get_run(run_id)
+        if mr.FINAL_TAG in run.data.tags:
+            self._final.add(slot)
+            return False
+        kind = self.kind
+        # Normally the last result already carried these; log only what a killed driver missed.
+        missing = {k: v for k, v in final.items() if "/" in k and not kind.is_series(k) and k not in run.data.metrics}
+        mr.log_metrics(self.client, run_id, missing, step=0)
+        mr.log_series(self.client, run_id, rs.read_curves(folder))
+        table = rs.read_per_class(folder)
+        if table is not None:
+            mr.log_per_class(self.client, run_id, table)
+            mr.log_series(self.client, run_id, rs.per_class_series(table.to_pylist()))
+        for name in kind.figures:
+            if (folder / name).is_file():
+                mr.log_figure(self.client, run_id, folder / name, name.removesuffix(".png"))
+        self.client.set_tag(run_id, mr.FINAL_TAG, "true")
+        self._final.add(slot)
+        return True
+
+    def finish_trial(self, trial_id: str, config: dict[str, Any], status: str, error: str | None = None,
+                     tags: dict[str, str] | None = None) -> None:
+        self.flush()
+        run_id = self.trial_run(trial_id, config)
+        if tags:
+            mr.set_tags(self.client, run_id, tags)
+        mr.finish_run(self.client, run_id, status, error)
+
+    # ---- groups (search.repeats > 1) ------------------------------------------------------------------
 
     def group_run(self, config: dict[str, Any]) -> str:
         """The run of the trial's group, nested under the parent; its params are the configuration
@@ -231,21 +336,23 @@ class SweepTracker:
         gid = str(config[rs.GROUP_KEY])
         if gid in self._groups:
             return self._groups[gid]
-        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "group", mr.GROUP_TAG: gid}
-        repeat_key = self.base["search"]["repeat_over"]
-        values = rs.describe({k: v for k, v in sorted(rs.sampled_values(config).items()) if k != repeat_key})
+        repeat_key = self.base.search.repeat_over
+        searched = {k: v for k, v in sorted(rs.sampled_values(config).items()) if k != repeat_key}
+        values = rs.describe(searched)
         name = f"group_{gid}" + (f" ({values})" if values else "")  # legends of the chart view read as configs
-        run_id, _ = mr.get_or_create_run(self.client, self.experiment_id, tags, run_name=name,
-                                               parent_run_id=self.parent_run_id, extra_tags=mr.provenance_tags())
+        tags = {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: "group", mr.GROUP_TAG: gid}
+        run_id, created = self._run(self._existing_runs()["group"].get(gid), tags, name, self.parent_run_id)
         # Written for a found run too: a driver killed right after creating it left it bare (both are no-ops
         # when already there).
-        note = (f"Group {gid}: {values or 'the one configuration'}, run as {self.repeats} repeats over "
+        note = (f"Group {gid}: {values or 'the one configuration'}, run as up to {self.repeats} repeats over "
                 f"`{repeat_key}` (nested below). Its metrics are means over the finished repeats with std and "
                 "Student-t 95% intervals (m/std, m/ci95_low, m/ci95_high; step = repeats finished).")
-        params = {k: v for k, v in flatten(to_dict(rs.trial_config(self.base, config))).items() if k != repeat_key}
-        mr.log_params(self.client, run_id, {**params, "group.repeat_over": repeat_key, "group.repeats": self.repeats})
-        mr.set_tags(self.client, run_id, {mr.NOTE_TAG: note, **{f"gitsweep.param.{k}": str(v) for k, v in
-                                                                 rs.sampled_values(config).items() if k != repeat_key}})
+        cfg = trial_config(self.base, config).resolved()
+        params = {k: v for k, v in {**cfg.read_by_trials(), **searched}.items() if k != repeat_key}
+        mr.log_params(self.client, run_id, {**params, "group.repeat_over": repeat_key, "group.repeats": self.repeats},
+                      fresh=created)
+        mr.set_tags(self.client, run_id, {mr.NOTE_TAG: note, **({mr.RACE_TAG: "running"}
+                                                                if created and self.base.search.racing else {})})
         self._groups[gid] = run_id
         return run_id
 
@@ -275,62 +382,15 @@ class SweepTracker:
             mr.finish_run(self.client, run_id, "FINISHED" if n else "FAILED",
                           None if n else "every repeat of the group failed")
 
-    def log_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
-        """Series (train/*, val/*, ...) at step = epoch or iteration, the final model's metrics at step 0
-        (they are one value, not a time series); a step this run already holds is not logged again."""
-        run_id = self.trial_run(trial_id, config)
-        step = int(result.get("epoch") or result.get("iteration") or result.get("step")
-                   or result.get("training_iteration") or 0)
-        values = {k: v for k, v in result.items()
-                  if ("/" in k and not k.startswith(SKIP_PREFIXES)) or k in PLAIN_KEYS}
-        series = {k: v for k, v in values.items() if rs.is_series(k)}
-        finals = {k: v for k, v in values.items() if not rs.is_series(k)}
-        points = [*mr.metric_points(series, step), *mr.metric_points(finals, 0)]
-        self._pending.setdefault(run_id, []).extend(p for p in points if self._new_point(run_id, p.key, p.step))
-        if result.get("trial/stopped_early"):  # evaluated where ASHA or the time budget stopped it
-            self.client.set_tag(run_id, mr.STOPPED_TAG, "true")
-            self.client.set_tag(run_id, mr.STOPPED_EPOCH_TAG, str(int(result.get("epoch", 0))))
-        device = result.get("trial/device")
-        if device and trial_id not in self._device_tagged:  # where the trial ran (GPU name, or CPU threads)
-            self.client.set_tag(run_id, mr.DEVICE_TAG, str(device))
-            self._device_tagged.add(trial_id)
-        digest, folder = result.get("generator/digest"), result.get("generator/folder")
-        if digest and folder and digest not in self._generators:
-            self.log_generator(str(digest), Path(str(folder)))
+    def log_race(self, config: dict[str, Any], d: Decision) -> None:
+        """The race's decision on a group: `gitsweep.race` (dropped | survived), the incumbent it was
+        compared with, the pairs and p-value of the test."""
+        run_id = self.group_run(config)
+        mr.set_tags(self.client, run_id, {mr.RACE_TAG: d.decision, mr.RACE_VS_TAG: d.vs})
+        mr.log_metrics(self.client, run_id, {"race/n_at_decision": float(d.n), "race/p_value": d.p,
+                                             "race/repeats_at_decision": float(d.k)}, step=0)
 
-    def log_final(self, trial_id: str, config: dict[str, Any], folder: Path | str) -> bool:
-        """Final metrics and artifacts from a trial's kept results (sweeps.results), once (tagged when done)."""
-        folder = Path(folder)
-        final = rs.read_final(folder)
-        if final is None or trial_id in self._final:
-            return False
-        run_id = self.trial_run(trial_id, config)
-        self.flush()  # the run's metrics as logged, to tell what the final result still lacks
-        run = self.client.get_run(run_id)
-        if mr.FINAL_TAG in run.data.tags:
-            self._final.add(trial_id)
-            return False
-        # Normally the last result already carried these; log only what a killed driver missed.
-        missing = {k: v for k, v in final.items() if "/" in k and not rs.is_series(k) and k not in run.data.metrics}
-        mr.log_metrics(self.client, run_id, missing, step=0)
-        mr.log_series(self.client, run_id, rs.read_curves(folder))
-        table = rs.read_per_class(folder)
-        if table is not None:
-            png = folder / rs.EKLD_PNG
-            mr.log_per_class(self.client, run_id, table, png if png.is_file() else None)
-            mr.log_series(self.client, run_id, rs.per_class_series(table.to_pylist()))
-        for name in (rs.SAMPLES_PNG, rs.SHARING_PNG):
-            if (folder / name).is_file():
-                mr.log_figure(self.client, run_id, folder / name, name.removesuffix(".png"))
-        self.client.set_tag(run_id, mr.FINAL_TAG, "true")
-        self._final.add(trial_id)
-        return True
-
-    def finish_trial(self, trial_id: str, config: dict[str, Any], status: str, error: str | None = None) -> None:
-        self.flush()
-        mr.finish_run(self.client, self.trial_run(trial_id, config), status, error)
-
-    # ---- shared generators ----------------------------------------------------------------------
+    # ---- shared generators ----------------------------------------------------------------------------
 
     def log_generator(self, digest: str, folder: Path | str) -> None:
         """One nested generator run per generator used by this sweep: losses, quality, sample grid."""
@@ -359,7 +419,7 @@ class SweepTracker:
         mr.finish_run(self.client, run_id, "FINISHED")
         self._generators.add(digest)
 
-    # ---- after fit() / on resume ----------------------------------------------------------------
+    # ---- after fit() / on resume --------------------------------------------------------------------
 
     def reconcile(self, records: list[rs.TrialRecord], results: Path) -> int:
         """Bring every trial's run to its recorded state; returns how many errored. Runs of this sweep
@@ -368,23 +428,25 @@ class SweepTracker:
         errored = 0
         seen: set[str] = set()
         for t in records:
-            seen.add(t.trial_id)
-            if t.status == "TERMINATED":
+            seen.add(f"{t.group_id}/{t.repeat}")
+            if t.stopped_by_race:
+                self.finish_trial(t.trial_id, t.config, "KILLED", tags=RACE_STOPPED)
+            elif t.status == "TERMINATED":
                 self.log_final(t.trial_id, t.config, results / t.trial_id)
                 self.finish_trial(t.trial_id, t.config, "FINISHED")
             elif t.status == "ERROR":
                 errored += 1
                 self.finish_trial(t.trial_id, t.config, "FAILED", t.error or "unknown error")
-            elif t.trial_id in self._runs or mr.find_run(self.client, self.experiment_id, self._tags(t.trial_id)):
+            elif f"{t.group_id}/{t.repeat}" in self._existing_runs()["slot"] or slot_of(t.trial_id, t.config) in self._runs:
                 self.finish_trial(t.trial_id, t.config, "KILLED", f"trial left {t.status} when the sweep stopped")
         where = f"tags.`{mr.SWEEP_TAG}` = '{self.sweep}' and attributes.status = 'RUNNING'"
-        for run in self.client.search_runs([self.experiment_id], filter_string=where, max_results=1000):
+        for run in mr.search_all(self.client, self.experiment_id, None, where):
             if run.info.run_id == self.parent_run_id:
                 continue
-            if run.data.tags.get(mr.TRIAL_TAG) in seen and run.data.tags.get(mr.ROLE_TAG) != "generator":
+            if run.data.tags.get(mr.SLOT_TAG) in seen:
                 continue
             mr.finish_run(self.client, run.info.run_id, "KILLED", "left running by an interrupted driver")
         return errored
 
-    def _tags(self, trial_id: str) -> dict[str, str]:
-        return {mr.SWEEP_TAG: self.sweep, mr.ROLE_TAG: self.role, mr.TRIAL_TAG: trial_id}
+
+RACE_STOPPED = {"gitsweep.stopped_by": "race"}  # a repeat of a group the race dropped, stopped before its end

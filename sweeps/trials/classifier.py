@@ -18,6 +18,7 @@ from gitlib.augmenter import Augmenter
 from gitlib.data.dataset import BuiltDataset
 from gitlib.runs.classifier import ClassifierResult, run_classifier
 from gitlib.train.classifier import ClassifierTrainer, TrainingDiverged
+from gitlib.train.config import ClassifierConfig
 from sweeps import results as rs
 from sweeps.config import SweepConfig
 from sweeps.stores import dataset_for, generator_for
@@ -27,7 +28,7 @@ from sweeps.trials.stops import stoppable
 
 def needs_generator(cfg: SweepConfig) -> bool:
     """GIT trains with the shared generator; without a known nuisance, eKLD measures invariance to it."""
-    return cfg.classifier.effective_augment == "git" or cfg.dataset.nuisance == "none"
+    return cfg.section(ClassifierConfig).effective_augment == "git" or cfg.dataset.nuisance == "none"
 
 
 def classifier_inputs(cfg: SweepConfig, device: torch.device, generator_file: Path | None = None,
@@ -71,7 +72,8 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
     if ctx.final is not None:  # finished before an interruption: hand Tune the final result again
         ctx.report({**ctx.final, **notes})
         return
-    epochs, last = cfg.classifier.epochs, {}
+    ccfg = cfg.section(ClassifierConfig)
+    epochs, last = ccfg.epochs, {}
     done = {"epoch": start_epoch, "checkpointed_at": time.monotonic()}  # the restored checkpoint counts
     fail = injected_failure_due(cfg)
 
@@ -82,8 +84,8 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
             last.update(metrics)  # reported together with the final metrics
             return
         files = None
-        if trainer.epoch % cfg.classifier.checkpoint_every == 0 and \
-                time.monotonic() - done["checkpointed_at"] >= cfg.classifier.checkpoint_every_s:
+        if trainer.epoch % ccfg.checkpoint_every == 0 and \
+                time.monotonic() - done["checkpointed_at"] >= ccfg.checkpoint_every_s:
             files = {rs.STATE: trainer.state_dict(), rs.META: json.dumps({"epoch": trainer.epoch})}
             done["checkpointed_at"] = time.monotonic()
         ctx.report(metrics, files)
@@ -94,7 +96,7 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
             raise InjectedFailure(f"injected failure after epoch {trainer.epoch} (debug.fail_at_epoch)")
 
     try:
-        result = run_classifier(cfg.classifier, data, cfg.seed, device, generator, ctx.state, on_epoch, cfg.probes,
+        result = run_classifier(ccfg, data, cfg.seed, device, generator, ctx.state, on_epoch, cfg.probes,
                                 should_stop=ctx.stop_check if stoppable(cfg) else None)
     except TrainingDiverged as exc:
         ctx.fail(f"TrainingDiverged: {exc}", {"epoch": float(done["epoch"])})

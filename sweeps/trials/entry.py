@@ -1,6 +1,7 @@
-"""Tune's side of a trial: restore from the checkpoint Tune hands back, run the trial body in a training
-thread that reports ahead of Tune (sweeps.trials.report_ahead), write each report's checkpoint folder at
-once, and turn failures a retry cannot fix into non-retryable ones.
+"""Tune's side of a trial: the trainable of a sweep's trial kind (its body from sweeps.kinds, the typed
+config bound to it), restore from the checkpoint Tune hands back, run the body in a training thread that
+reports ahead of Tune (sweeps.trials.report_ahead), write each report's checkpoint folder at once, and
+turn failures a retry cannot fix into non-retryable ones. Torch loads only for the kinds that use it.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
-from gitlib.configs import flatten, to_dict
-from gitlib.device import describe_device, pick_device, set_threads
 from gitlib.errors import UserError
 from sweeps import results as rs
-from sweeps.config import ResourcesConfig, SweepConfig
+from sweeps.config import ResourcesConfig, SweepConfig, trial_config
+from sweeps.kinds import kind_of, resolve
 from sweeps.trials.report_ahead import Report, ReportAhead
 from sweeps.trials.stops import StopCheck
+
+if TYPE_CHECKING:
+    import torch
 
 Body = Callable[[SweepConfig, "TrialContext"], None]
 
@@ -36,6 +38,10 @@ class NonRetryable(RuntimeError):
 
 def trial_device(resources: ResourcesConfig) -> torch.device:
     """CUDA when the trial asked for a GPU and has one, else the CPU with one torch thread per granted CPU."""
+    import torch
+
+    from gitlib.device import pick_device, set_threads
+
     set_threads(resources.cpu)
     return pick_device("cuda" if resources.gpu > 0 and torch.cuda.is_available() else "cpu")
 
@@ -44,7 +50,7 @@ def injected_failure_due(cfg: SweepConfig) -> bool:
     """Whether `debug.fail_at_epoch` applies to this trial (its `fail_when` condition holds)."""
     if cfg.debug.fail_at_epoch is None:
         return False
-    values = flatten(to_dict(cfg))
+    values = cfg.flat()
     for cond in filter(None, (cfg.debug.fail_when or "").split(",")):  # every 'key=value' must hold
         key, _, raw = cond.partition("=")
         if values.get(key.strip()) != yaml.safe_load(raw):
@@ -53,6 +59,8 @@ def injected_failure_due(cfg: SweepConfig) -> bool:
 
 
 def _load_state(path: Path) -> dict[str, Any]:
+    import torch
+
     # weights_only: a checkpoint never unpickles code, even from a shared storage path
     return dict(torch.load(path, map_location="cpu", weights_only=True))
 
@@ -74,6 +82,8 @@ class TrialContext:
             self.state = _load_state(folder / rs.STATE) if (folder / rs.STATE).is_file() else None
             self.meta = json.loads((folder / rs.META).read_text()) if (folder / rs.META).is_file() else {}
             self.final = rs.read_final(folder)
+            if self.final is not None:  # reported again as it was: the final result of the trial
+                self.final[rs.FINAL_KEY] = 1.0
 
     def report(self, metrics: dict[str, Any], files: dict[str, Any] | None = None) -> None:
         """Queue a report with a checkpoint folder holding `files` (name -> tensor state, bytes or text),
@@ -89,6 +99,8 @@ class TrialContext:
                 elif isinstance(obj, str):
                     (folder / name).write_text(obj)
                 else:
+                    import torch
+
                     torch.save(obj, folder / name)
         self._ahead.submit(Report(metrics, folder))
 
@@ -114,13 +126,13 @@ def _restored_folder() -> Any:
     return tune.get_checkpoint()
 
 
-def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+def tune_entry(body: Body) -> Callable[[dict[str, Any], SweepConfig], None]:
     """Tune's function trainable for a trial body: `(config, base)` -> the trial's resolved config, its
     restored checkpoint, and a training thread that reports ahead. Bad config or data inside a trial
     fails it at once, since retrying cannot help."""
 
     @functools.wraps(body)
-    def run(config: dict[str, Any], base: dict[str, Any]) -> None:
+    def run(config: dict[str, Any], base: SweepConfig) -> None:
         from ray import tune
 
         ahead = ReportAhead()
@@ -128,11 +140,11 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         trial_id = tune.get_context().get_trial_id()
         values = rs.describe(dict(sorted(rs.sampled_values(config).items())))
         label = f"trial {trial_id}" + (f": {values}" if values else "")
-        stop = StopCheck(base["name"], trial_id)
+        stop = StopCheck(base.name, trial_id)
 
         def train() -> None:
             try:
-                cfg = rs.trial_config(base, config)
+                cfg = trial_config(base, config)
                 if checkpoint is None:
                     body(cfg, TrialContext(ahead, None, label, stop))
                     return
@@ -150,4 +162,17 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], dict[str, Any]], None]:
 
 
 def device_note(device: torch.device) -> dict[str, Any]:
+    from gitlib.device import describe_device
+
     return {"trial/device": describe_device(device)}
+
+
+def trainable_for(cfg: SweepConfig) -> Any:
+    """The Tune trainable of `cfg.trial`: its body with the typed config bound, and its resources."""
+    from ray import tune
+
+    bound = tune.with_parameters(tune_entry(resolve(kind_of(cfg.trial).body)), base=cfg)
+    res: dict[str, float] = {"cpu": cfg.resources.cpu}
+    if cfg.resources.gpu > 0:
+        res["gpu"] = cfg.resources.gpu
+    return tune.with_resources(bound, res)

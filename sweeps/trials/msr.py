@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gitlib.msr.config import MsrConfig
 from gitlib.msr.meta import MetaLearner, run_msr
 from gitlib.plots import sharing_pattern_figure
 from sweeps import results as rs
@@ -21,6 +22,7 @@ SHARING_PNG = rs.SHARING_PNG
 
 def msr_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
     device = trial_device(cfg.resources)
+    mcfg = cfg.section(MsrConfig)
     if ctx.final is not None:
         ctx.report(ctx.final)
         return
@@ -30,19 +32,19 @@ def msr_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
 
     def on_eval(learner: MetaLearner, step: int, metrics: dict[str, float]) -> None:
         point = {**metrics, "step": float(step), **notes}
-        if step >= cfg.msr.outer_steps:
+        if step >= mcfg.outer_steps:
             last.update(point)  # reported with the final metrics
             pattern["array"] = learner.sharing_pattern()
             return
         ctx.report(point, {rs.STATE: learner.state_dict(), rs.META: json.dumps({"step": step})})
 
-    result = run_msr(cfg.msr, cfg.seed, device, state=ctx.state, on_eval=on_eval)
+    result = run_msr(mcfg, cfg.seed, device, state=ctx.state, on_eval=on_eval)
     final = {**last, **result}  # the last evaluation's step and notes, with the final metrics
     files: dict[str, Any] = {rs.FINAL: json.dumps(rs.numbers(final)),
-                             rs.META: json.dumps({"step": cfg.msr.outer_steps})}
+                             rs.META: json.dumps({"step": mcfg.outer_steps})}
     if "array" in pattern:
         with tempfile.TemporaryDirectory(prefix="gitsweep-msr-") as d:
             png = sharing_pattern_figure(pattern["array"], Path(d) / SHARING_PNG,
-                                         f"{ctx.label}\n{cfg.msr.model} on {cfg.msr.problem}: learned sharing pattern")
+                                         f"{ctx.label}\n{mcfg.model} on {mcfg.problem}: learned sharing pattern")
             files[SHARING_PNG] = png.read_bytes()
     ctx.report(final, files)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sweeps.kinds import kind_of
+
 if TYPE_CHECKING:
     from sweeps.config import SweepConfig
 
@@ -16,8 +18,9 @@ NAMESPACE = "gitsweep"
 
 
 def stoppable(cfg: SweepConfig) -> bool:
-    """Whether the driver may ask a trial of this sweep to stop early (ASHA, or a time budget)."""
-    return cfg.trial == "classifier" and (cfg.search.scheduler == "asha" or cfg.search.time_budget_s is not None)
+    """Whether the driver may ask a trial of this sweep to stop early (ASHA, or a time budget): its kind
+    checks for the request every step."""
+    return kind_of(cfg.trial).stoppable and (cfg.search.scheduler == "asha" or cfg.search.time_budget_s is not None)
 
 
 class StopList:

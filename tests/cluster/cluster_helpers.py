@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support import start_cli
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 BIN = Path(sys.executable).parent  # the virtualenv's bin: ray, mlflow, gitsweep
-GITSWEEP = [sys.executable, "-m", "sweeps"]
 
 
 def free_port() -> int:
@@ -150,8 +150,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 def run_gitsweep(args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
     """The real CLI in its own session; on a timeout its whole process group is killed."""
-    proc = subprocess.Popen([*GITSWEEP, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = start_cli(args, cwd=cwd, base=env)
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from cluster_helpers import (
-    GITSWEEP,
     RayNode,
     base_env,
     free_port,
@@ -32,11 +31,11 @@ from cluster_helpers import (
     remove_tree,
     run_gitsweep,
     short_tmpdir,
-    stop_group,
     tiny_sweep,
     wait_for_nodes,
     write_yaml,
 )
+from support import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -95,15 +94,8 @@ def token_head() -> Iterator[dict[str, Any]]:
 def run_failing(args: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     """The real CLI, stdout and stderr apart; returns it and its wall time (killed past 3x the promise)."""
     start = time.monotonic()
-    proc = subprocess.Popen([*GITSWEEP, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=3 * FAIL_WITHIN_S)
-    except subprocess.TimeoutExpired:
-        stop_group(proc, grace_s=5)
-        out, err = proc.communicate()
-        raise AssertionError(f"gitsweep {' '.join(args)} still ran after {3 * FAIL_WITHIN_S}s:\n{err[-3000:]}") from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - start
+    res = run_cli(args, timeout=3 * FAIL_WITHIN_S, base=env, cwd=cwd)
+    return res, time.monotonic() - start
 
 
 def assert_connect_error(res: subprocess.CompletedProcess[str], took: float, address: str) -> str:

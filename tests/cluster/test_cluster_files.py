@@ -19,7 +19,8 @@ import tomllib
 import yaml
 
 from sweeps.cli import build_parser
-from sweeps.config import load_config, preset_names
+from sweeps.config import load_config
+from sweeps.config_yaml import preset_names
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from source_files import write_k49
-
-torch.set_num_threads(1)  # 2 cores shared by several engineers' test runs
 
 
 @pytest.fixture

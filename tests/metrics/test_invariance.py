@@ -12,8 +12,6 @@ from torch import nn
 from gitlib.data.nuisances import get_nuisance
 from gitlib.metrics.invariance import ekld_per_class, invariance_per_class, per_class_subset
 
-torch.set_num_threads(1)
-
 
 class ConstantModel(nn.Module):
     """Ignores its input: logits are a learned-looking bias, the same for every image."""

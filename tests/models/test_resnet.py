@@ -8,8 +8,6 @@ import torch
 from gitlib.errors import ConfigError
 from gitlib.models.resnet import ARCHITECTURES, NormedLinear, build_classifier, inference_copy
 
-torch.set_num_threads(1)
-
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("in_channels,normed_head", [(1, False), (3, True)])

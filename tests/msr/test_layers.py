@@ -21,8 +21,6 @@ from gitlib.msr.layers import (
 )
 from gitlib.msr.tasks import GroupConvFamily, build_family
 
-torch.set_num_threads(1)
-
 
 def test_msr_fc_with_the_conv_sharing_pattern_is_a_conv1d() -> None:
     g = torch.Generator().manual_seed(0)

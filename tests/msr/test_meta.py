@@ -19,8 +19,6 @@ from gitlib.msr.layers import conv_sharing_matrix
 from gitlib.msr.meta import MetaLearner, adapt, build_learner, run_msr
 from gitlib.msr.reference import PerTaskMetaLearner, per_task_query_losses
 
-torch.set_num_threads(1)
-
 SMALL = {"tasks_per_step": 4, "k_query": 3, "eval_tasks": 6, "outer_steps": 6, "eval_every": 3}
 
 

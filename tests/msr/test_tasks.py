@@ -9,8 +9,6 @@ import torch
 
 from gitlib.msr.tasks import PROBLEMS, GroupConvFamily, LowRankFamily, build_family, hashed_normal
 
-torch.set_num_threads(1)
-
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())

@@ -14,7 +14,6 @@ from PIL import Image
 from gitlib.device import seeded_rng
 from gitlib.probes.corruptions import contrast, corruption_sets, gaussian_blur, gaussian_noise, jpeg
 
-torch.set_num_threads(1)
 CPU = torch.device("cpu")
 
 

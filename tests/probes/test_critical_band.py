@@ -24,7 +24,6 @@ from gitlib.probes.critical_band import (
     pyr_expand,
 )
 
-torch.set_num_threads(1)
 CPU = torch.device("cpu")
 
 

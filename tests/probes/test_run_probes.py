@@ -17,7 +17,6 @@ from gitlib.models.resnet import build_classifier
 from gitlib.probes import PROBES, ProbeResult, run_probes
 from gitlib.probes.base import class_subset
 
-torch.set_num_threads(1)
 CPU = torch.device("cpu")
 COUNTS = np.array([int(500 * 100 ** (-k / 9)) for k in range(10)])  # 500 ... 5: head 0-2, tail 7-9
 Predict = Callable[[torch.Tensor], torch.Tensor]

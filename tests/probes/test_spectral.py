@@ -13,7 +13,6 @@ from sklearn.datasets import load_digits
 from gitlib.probes import run_probes
 from gitlib.probes.spectral import CUTOFFS, KINDS, centred_spectrum, fourier_filter, rect_mask
 
-torch.set_num_threads(1)
 CPU = torch.device("cpu")
 Predict = Callable[[torch.Tensor], torch.Tensor]
 Digits = tuple[torch.Tensor, torch.Tensor, Predict]

@@ -29,7 +29,7 @@ def test_optuna_is_told_the_group_statistic(tmp_path: Path, stat: str) -> None:
     acc, tail = [0.80, 0.70, 0.75], [0.05, 0.09, 0.04]
     for i in range(3):
         assert not search.study.trials[0].values  # told only when the last repeat has ended
-        search.on_trial_complete(f"t{i}", {"test/balanced_acc": acc[i], "ekld/tail": tail[i]})
+        search.on_trial_complete(f"t{i}", {"test/balanced_acc": acc[i], "ekld/tail": tail[i], rs.FINAL_KEY: 1})
 
     told = optuna.load_study(study_name="groups", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[0]
     t = stats.t.ppf(0.975, 2)
@@ -45,9 +45,9 @@ def test_a_failed_repeat_is_left_out_and_an_all_failed_group_fails(tmp_path: Pat
     search = _search(tmp_path, "mean")
     for i in range(6):
         search.suggest(f"t{i}")
-    search.on_trial_complete("t0", {"test/balanced_acc": 0.8, "ekld/tail": 0.1})
+    search.on_trial_complete("t0", {"test/balanced_acc": 0.8, "ekld/tail": 0.1, rs.FINAL_KEY: 1})
     search.on_trial_complete("t1", error=True)
-    search.on_trial_complete("t2", {"test/balanced_acc": 0.6, "ekld/tail": 0.3})
+    search.on_trial_complete("t2", {"test/balanced_acc": 0.6, "ekld/tail": 0.3, rs.FINAL_KEY: 1})
     for i in range(3, 6):
         search.on_trial_complete(f"t{i}", error=True)
     first, second = search.study.trials

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from sweep_helpers import cli_env
+from support import cli_env
 
 RESERVE_ALL_CPUS = """
 import json, os, time

@@ -18,7 +18,7 @@ class Terminal(io.StringIO):
 def drive(progress: Progress) -> None:
     progress.started("t1", CONFIG)
     for epoch in range(1, 4):
-        progress.result("t1", CONFIG, {"epoch": epoch, "train/loss": 1.0 / epoch}, 3)
+        progress.result("t1", CONFIG, {"epoch": epoch, "train/loss": 1.0 / epoch})
     progress.finished("t1", CONFIG, {"epoch": 3, "test/balanced_acc": 0.8, "ekld/tail": 0.05})
     progress.close()
 

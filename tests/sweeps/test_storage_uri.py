@@ -104,7 +104,7 @@ def test_two_caches_share_one_generator_through_the_cluster_lock(tmp_path: Path)
     import subprocess
     import sys
 
-    from sweep_helpers import cli_env, tiny_config
+    from support import cli_env, tiny_config
 
     cfg = tiny_config("locks")
     cfg["generator"] = {**cfg["generator"], "iterations": 10, "checkpoint_every": 10}

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import run_cli, tiny_config, write_config
+from support import run_cli, tiny_config, write_config
 
 from gitlib.errors import ConfigError
 from sweeps.config import load_config

@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 
 from ray.tune.experiment import Trial
-from sweep_helpers import artifacts, mlflow_runs, run_cli, tiny_config, write_config
+from support import artifacts, mlflow_runs, run_cli, tiny_config, write_config
 
 from sweeps.config import load_config
 from sweeps.search import make_scheduler

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from sweep_helpers import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
+from support import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
 
 
 def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:

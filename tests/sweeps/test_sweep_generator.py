@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep_helpers import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
+from support import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
 
 
 def test_generator_trials(tmp_path: Path, storage: Path) -> None:

@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 from scipy import stats
-from sweep_helpers import artifacts, mlflow_runs, run_cli, tiny_config, write_config
+from support import artifacts, mlflow_runs, run_cli, tiny_config, write_config
 
 METRICS = ("test/balanced_acc", "ekld/tail")
 
@@ -106,7 +106,7 @@ def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
     import time
     import urllib.request
 
-    from sweep_helpers import GITSWEEP, cli_env, kill_tree
+    from support import GITSWEEP, cli_env, kill_tree
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

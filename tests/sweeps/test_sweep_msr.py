@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweep_helpers import artifacts, mlflow_runs, run_cli, write_config
+from support import artifacts, mlflow_runs, run_cli, write_config
 
 CONFIG = {
     "name": "msr",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from sweep_helpers import mlflow_runs, run_cli, tiny_config, write_config
+from support import mlflow_runs, run_cli, tiny_config, write_config
 
 from sweeps.report.biases import GENERALIZATION, PROBES, correlations, write_bias_report
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from gitlib.configs import to_dict
 from sweeps.config import load_config
 from sweeps.paths import SweepPaths
 from sweeps.tracking import mlflow_runs as mr
@@ -19,7 +18,7 @@ from sweeps.tracking.progress import Progress
 
 def _tracker(tmp_path: Path) -> tracking.SweepTracker:
     cfg, _ = load_config("demo", [f"storage={tmp_path}"])
-    return tracking.SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "buffer", "s", to_dict(cfg),
+    return tracking.SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "buffer", "s", cfg,
                                  str(tmp_path / "artifacts"))
 
 
@@ -74,7 +73,7 @@ def test_points_older_than_the_flush_interval_are_written_at_the_next_step(
 
 def test_a_run_left_bare_by_a_killed_driver_gets_its_params_on_resume(tmp_path: Path) -> None:
     tracker = _tracker(tmp_path)
-    tags = {mr.SWEEP_TAG: "s", mr.ROLE_TAG: tracker.role, mr.TRIAL_TAG: "t1"}
+    tags = {mr.SWEEP_TAG: "s", mr.ROLE_TAG: "classifier", mr.SLOT_TAG: "t1/0"}
     # what a driver killed between create_run and log_params leaves behind
     bare, created = mr.get_or_create_run(tracker.client, tracker.experiment_id, tags, run_name="trial_t1",
                                          parent_run_id=tracker.parent_run_id)

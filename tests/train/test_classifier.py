@@ -23,7 +23,6 @@ from gitlib.train.classifier import ClassifierTrainer, TrainingDiverged
 from gitlib.train.config import LOSSES, ClassifierConfig
 from gitlib.train.rules import RULES
 
-torch.set_num_threads(1)
 CPU = torch.device("cpu")
 TINY = ClassifierConfig(epochs=3, batch_size=32, warmup_epochs=1, milestones=(1, 2), lr_factors=(0.1, 0.01),
                         ekld_samples=4, ekld_per_class=5)

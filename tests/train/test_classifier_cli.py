@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support import run_cli
 
 CONFIG = """\
 name: tiny
@@ -34,9 +33,7 @@ classifier:
 
 
 def _gitsweep(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return run_cli(list(args), timeout=300)
 
 
 @pytest.fixture

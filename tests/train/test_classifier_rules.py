@@ -14,7 +14,6 @@ from gitlib.train.losses import ldam_margins
 from gitlib.train.rules import effective_number_weights, rule_phase
 from gitlib.train.schedule import learning_rate
 
-torch.set_num_threads(1)
 COUNTS = np.array([500, 100, 20, 5])
 
 

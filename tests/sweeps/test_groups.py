@@ -1,5 +1,5 @@
-"""Group statistics: means, t-intervals, the searcher's group value, per-class alignment, paired contrasts,
-checked against numpy / scipy."""
+"""Group statistics (sweeps.groups, their one owner): means, t-intervals, the searcher's group value,
+per-class alignment, paired contrasts, checked against numpy / scipy; and the one table printer."""
 
 from __future__ import annotations
 
@@ -8,39 +8,46 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-
-from sweeps.group_stats import group_value, paired_contrast, per_class_summary, summarize, summary_metrics
+from scipy import stats as st
+from sweeps.groups import Group, Repeat, format_groups, paired_contrast, per_class_summary, stats
 
 
 def test_summary_is_mean_std_and_student_t_interval() -> None:
     values = [0.61, 0.70, 0.66, 0.58]
-    s = summarize(values)
-    half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / math.sqrt(4)
+    s = stats(values)
+    half = st.t.ppf(0.975, 3) * np.std(values, ddof=1) / math.sqrt(4)
     assert s.mean == pytest.approx(np.mean(values)) and s.std == pytest.approx(np.std(values, ddof=1))
     assert (s.ci95_low, s.ci95_high) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
     assert s.n == 4
-    assert summarize([0.5, math.nan]).n == 1 and math.isnan(summarize([0.5]).ci95_low)  # one value: no interval
-    assert summarize([]).n == 0 and math.isnan(summarize([]).mean)
+    assert stats([0.5, math.nan]).n == 1 and math.isnan(stats([0.5]).ci95_low)  # one value: no interval
+    assert stats([]).n == 0 and math.isnan(stats([]).mean)
+    assert s.median == pytest.approx(np.median(values))
 
 
 def test_group_value_mean_median_and_lower_confidence_bound() -> None:
     values = [0.2, 0.5, 0.3]
     sem = np.std(values, ddof=1) / math.sqrt(3)
-    t = stats.t.ppf(0.975, 2)
-    assert group_value(values, "mean", "max") == pytest.approx(np.mean(values))
-    assert group_value(values, "median", "max") == pytest.approx(0.3)
+    t = st.t.ppf(0.975, 2)
+    assert stats(values).value("mean", "max") == pytest.approx(np.mean(values))
+    assert stats(values).value("median", "max") == pytest.approx(0.3)
     # lcb: pessimistic in the direction of the objective
-    assert group_value(values, "lcb", "max") == pytest.approx(np.mean(values) - t * sem)
-    assert group_value(values, "lcb", "min") == pytest.approx(np.mean(values) + t * sem)
-    assert group_value([0.4], "lcb", "max") == 0.4  # a single repeat has no spread to subtract
-    assert math.isnan(group_value([math.nan], "mean", "max"))
+    assert stats(values).value("lcb", "max") == pytest.approx(np.mean(values) - t * sem)
+    assert stats(values).value("lcb", "min") == pytest.approx(np.mean(values) + t * sem)
+    assert stats([0.4]).value("lcb", "max") == 0.4  # a single repeat has no spread to subtract
+    assert math.isnan(stats([math.nan]).value("mean", "max"))
 
 
-def test_summary_metrics_of_repeats() -> None:
-    repeats = [{"test/acc": 0.5, "ekld/tail": 0.1}, {"test/acc": 0.7, "ekld/tail": 0.3}]
-    m = summary_metrics(repeats)
-    assert m["group/n_finished"] == 2.0
+def _group() -> Group:
+    g = Group("g0000", {"classifier.gen_frac": 0.5})
+    g.repeats = {0: Repeat("a", "TERMINATED", {"test/acc": 0.5, "ekld/tail": 0.1}), 1: Repeat("b", "ERROR"),
+                 2: Repeat("c", "TERMINATED", {"test/acc": 0.7, "ekld/tail": 0.3}), 3: Repeat("d", "RUNNING")}
+    return g
+
+
+def test_group_metrics_are_over_its_finished_repeats() -> None:
+    g = _group()
+    m = g.metrics()
+    assert m["group/n_finished"] == 2.0 and g.failed == 1  # the failed and the running repeat are left out
     assert m["test/acc"] == pytest.approx(0.6) and m["test/acc/std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert m["ekld/tail/ci95_high"] > m["ekld/tail"] > m["ekld/tail/ci95_low"]
 
@@ -51,9 +58,9 @@ def test_paired_contrast_matches_scipy() -> None:
     c = paired_contrast(a, b)
     x, y = np.array([a[r] for r in range(5)]), np.array([b[r] for r in range(5)])
     assert c.n == 5 and c.mean == pytest.approx(np.mean(x - y))
-    assert c.p_ttest == pytest.approx(stats.ttest_rel(x, y).pvalue)  # the paired t-test
-    assert c.p_wilcoxon == pytest.approx(stats.wilcoxon(x - y).pvalue)  # the signed-rank test
-    half = stats.t.ppf(0.975, 4) * np.std(x - y, ddof=1) / math.sqrt(5)
+    assert c.p_ttest == pytest.approx(st.ttest_rel(x, y).pvalue)  # the paired t-test
+    assert c.p_wilcoxon == pytest.approx(st.wilcoxon(x - y).pvalue)  # the signed-rank test
+    half = st.t.ppf(0.975, 4) * np.std(x - y, ddof=1) / math.sqrt(5)
     assert (c.ci95_low, c.ci95_high) == pytest.approx((c.mean - half, c.mean + half))
 
 
@@ -81,3 +88,15 @@ def test_instance_repeats_align_by_size_rank_seed_repeats_by_class() -> None:
     # by class id the same rows would mix sizes: class 0 is rank 2 in one instance and rank 3 in the other
     assert by_class.loc[by_class["class"] == 0, "ekld"].item() == pytest.approx((0.2 + 0.5) / 2)
     assert by_class.loc[by_class["class"] == 0, "train_count"].item() == pytest.approx((30 + 10) / 2)
+
+
+def test_one_table_for_summary_status_and_report() -> None:
+    g, other = _group(), Group("g0001", {"classifier.gen_frac": 0.0})
+    other.repeats = {0: Repeat("e", "TERMINATED", {"test/acc": 0.4, "ekld/tail": 0.2})}
+    text = format_groups([g, other], ["test/acc"], 4, {"g0001": "dropped at 1"})
+    header, first, second = text.splitlines()
+    assert header.split() == ["group", "gen_frac", "finished", "test/acc", "race"]
+    s = stats([0.5, 0.7])
+    # mean [95% CI] from the one statistics function; failed repeats counted
+    assert f"{s.mean:.4f} [{s.ci95_low:.4f}, {s.ci95_high:.4f}]" in first and "2/4 (1 failed)" in first
+    assert second.split()[:4] == ["g0001", "0", "1/4", "0.4000"] and second.endswith("dropped at 1")
