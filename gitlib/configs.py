@@ -47,6 +47,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1:  # optional: the one type's own error names the key inside it
+            return coerce(value, real[0], key)
         errors = []
         for arg in args:
             if arg is type(None):

@@ -39,6 +39,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def remove(self, name: str) -> None:
+        """Take `name` out again (a choice registered for a while, e.g. by a test or a plug-in)."""
+        self._entries.pop(self.canonical(name) or name, None)
+
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 

@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypeVar
 
-from gitlib.configs import coerce, flatten, from_dict, join, require, to_dict
+from gitlib.configs import choice_fields, coerce, flatten, from_dict, join, require, to_dict
 from gitlib.data.spec import DatasetSpec
 from gitlib.errors import ConfigError
 from gitlib.probes import PROBES
 from gitlib.registry import Registry
 from gitlib.train.config import GeneratorConfig
 from sweeps import config_yaml, env, paths
-from sweeps.kinds import TRIAL_KINDS, kind_of, section_types
+from sweeps.kinds import TRIAL_KINDS, TrialKind, kind_of, section_types
 from sweeps.race import RacePlan
 
 T = TypeVar("T")
@@ -115,13 +115,13 @@ class SearchConfig:
             require(set(point) <= set(self.space), k(f"points_to_evaluate[{i}]"),
                     f"keys must be searched keys ({', '.join(self.space)})")
         require(self.repeats >= 1, k("repeats"), f"must be >= 1, got {self.repeats}")
+        if self.racing is not None:
+            self._validate_racing(self.racing, k("racing"))
         if self.repeats > 1:
             require(self.repeat_over not in self.space, f"{k('space')}.{self.repeat_over}",
                     f"is the repeat key (search.repeat_over): each group runs it as base .. base+{self.repeats - 1}")
             require(self.scheduler != "asha", k("scheduler"),
                     "asha stops single trials; with search.repeats > 1 a group's repeats must all finish")
-        if self.racing is not None:
-            self._validate_racing(self.racing, k("racing"))
 
     def _validate_racing(self, r: RacingConfig, key: str) -> None:
         require(self.repeats > 1, key, "races the repeats of each configuration: set search.repeats > 1")
@@ -130,8 +130,6 @@ class SearchConfig:
         require(2 <= r.min_repeats <= self.repeats, join(key, "min_repeats"),
                 f"must be in [2, search.repeats = {self.repeats}], got {r.min_repeats}")
         require(0 < r.alpha <= 0.5, join(key, "alpha"), f"must be in (0, 0.5], got {r.alpha}")
-        require(r.mode is not None or r.metric is None or r.metric in self.metric, join(key, "mode"),
-                f"needed: {r.metric} is not among search.metric, so its direction is unknown (max or min)")
 
     def params(self) -> dict[str, ParamSpace]:
         return {key: from_dict(ParamSpace, spec, f"search.space.{key}") for key, spec in self.space.items()}
@@ -202,7 +200,7 @@ class SweepConfig:
         kind = kind_of(self.trial)
         if kind.check is not None:
             kind.check(self)  # the kind's rules across sections
-        self._validate_metrics(kind.metrics)
+        self._validate_metrics(kind)
         params = self.search.params()
         require(self.dataset.zipf_alpha is None or "dataset.imbalance_ratio" not in params,
                 "search.space.dataset.imbalance_ratio",
@@ -220,17 +218,17 @@ class SweepConfig:
                 except ConfigError as exc:
                     raise ConfigError(f"search.space.{key}", f"proposes {v!r}, but {exc}") from None
 
-    def _validate_metrics(self, prefixes: tuple[str, ...]) -> None:
+    def _validate_metrics(self, kind: TrialKind) -> None:
         """search.metric and search.racing.metric are metrics a trial of this kind reports."""
-        if not prefixes:
-            return
-        valid = f"not a metric a {self.trial} trial reports (its final metrics start with {', '.join(prefixes)})"
+        valid = f"not a metric a {self.trial} trial reports ({', '.join(m + '*' if m.endswith('/') else m for m in kind.metrics)})"
         for i, m in enumerate(self.search.metric):
-            require(m.startswith(prefixes), f"search.metric[{i}]" if len(self.search.metric) > 1 else "search.metric",
+            require(kind.reports(m), f"search.metric[{i}]" if len(self.search.metric) > 1 else "search.metric",
                     f"{m!r} is {valid}")
         r = self.search.racing
         if r is not None and r.metric is not None:
-            require(r.metric.startswith(prefixes), "search.racing.metric", f"{r.metric!r} is {valid}")
+            require(kind.reports(r.metric), "search.racing.metric", f"{r.metric!r} is {valid}")
+            require(r.mode is not None or r.metric in self.search.metric, "search.racing.mode",
+                    f"needed: {r.metric} is not among search.metric, so its direction is unknown (max or min)")
 
     def section(self, cls: type[T]) -> T:
         """The trial kind section of type `cls` (e.g. `cfg.section(ClassifierConfig)`)."""
@@ -272,6 +270,14 @@ class SweepConfig:
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+
+def choices() -> dict[str, Registry]:
+    """Dotted key -> registry of every real choice of the config, the trial kinds' sections included."""
+    out = choice_fields(SweepConfig)
+    for name, cls in section_types().items():
+        out.update(choice_fields(cls, name))
+    return out
 
 
 def build(data: Mapping[str, Any]) -> SweepConfig:
@@ -372,6 +378,8 @@ def load_config(config: str, overrides: list[str] | None = None) -> tuple[SweepC
             space.pop(key)  # a --set on a searched key pins it: it leaves the space
             pinned.append(key)
         config_yaml.set_dotted(data, key, value)
+        if key == "search.space":  # the whole space replaced: later `search.space.<key>=` entries go into it
+            space = value if isinstance(value, dict) else {}
     _refuse_set_on_repeat_key(data, [config_yaml.parse_set(item)[0] for item in overrides or []])
     points = (data.get("search") or {}).get("points_to_evaluate")
     gone = {*pinned, *dropped}

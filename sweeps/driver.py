@@ -19,7 +19,7 @@ from gitlib.errors import DataError, UserError
 from sweeps import connect, paths, search
 from sweeps import results as rs
 from sweeps.config import SweepConfig, load_config
-from sweeps.kinds import kind_of
+from sweeps.kinds import kind_of, steps_of
 from sweeps.paths import SweepPaths, find_sweep, load_meta, sweep_paths
 from sweeps.space import configurations
 from sweeps.tracking import mlflow_runs as mr
@@ -85,9 +85,9 @@ def _callback(cfg: SweepConfig, where: SweepPaths, tracker: Any, verbose: bool) 
 
     kind = kind_of(cfg.trial)
     index = TrialIndex(where, kind.result_files)
-    progress = Progress(configurations(cfg.search) * cfg.search.repeats, list(zip(cfg.search.metric, cfg.search.mode,
-                        strict=True)), cfg.search.repeats, verbose, cfg.trial, int(cfg.value(kind.length)),
-                        cfg.search.racing is not None)
+    objectives: list[tuple[str, str]] = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
+    progress = Progress(configurations(cfg.search) * cfg.search.repeats, objectives, cfg.trial, cfg.search.repeats,
+                        verbose, steps_of(kind, cfg), cfg.search.racing is not None)
     progress.done.update({r.trial_id: r.last for r in index.records.values()
                           if r.status == "TERMINATED" and not r.stopped_by_race})
     progress.stopped_by_race.update(r.trial_id for r in index.records.values() if r.stopped_by_race)

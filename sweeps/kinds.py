@@ -44,7 +44,7 @@ class TrialKind:
     """What one Tune trial trains, and what the machinery needs to know of it."""
 
     body: str | Callable[..., None]  # "module:function", or the function itself
-    length: str  # dotted config key: the number of steps a trial runs (progress, ASHA's max_t)
+    length: str | int  # the number of steps a trial runs (progress, ASHA's max_t): a dotted config key, or fixed
     step: str = "epoch"  # the result key that numbers the steps (MLflow's step of a series)
     section: str | None = None  # the kind's own config section (`classifier`, `msr`, ...), if any
     section_type: type | None = None  # its dataclass
@@ -57,7 +57,13 @@ class TrialKind:
     progress: tuple[str, ...] = ()  # per-step keys that `--verbose` progress lines show
     headline: tuple[str, ...] = ()  # final metrics the closing summary, `status` and `report` show
     contrast: Contrast | None = None  # the report's default paired contrast (with repeats)
-    metrics: tuple[str, ...] = ()  # prefixes of the final metrics it reports (search.metric is checked)
+    # the final metrics it reports, exact names or prefixes ending in "/" (search.metric and the race's
+    # metric are checked against them; empty: not checked)
+    metrics: tuple[str, ...] = ()
+
+    def reports(self, metric: str) -> bool:
+        return not self.metrics or metric in self.metrics or any(
+            m.endswith("/") and metric.startswith(m) for m in self.metrics)
     report: str | None = None  # "module:function" (cfg, groups, out folder) -> text: an extra report part
     check: Callable[[Any], None] | None = None  # (cfg) -> None: its rules across config sections
 
@@ -86,27 +92,29 @@ CLASSIFIER = TrialKind(
     contrast=Contrast({"classifier.augment": "git"}, {"classifier.augment": "none"},
                       ("classifier.augment", "classifier.gen_frac", "classifier.git_start_epoch",
                        "classifier.git_threshold", "generator."), "GIT - baseline"),
-    metrics=("test/", "ekld/", "consistency/", "probe/"), check=_classifier_check)
+    metrics=("test/acc", "test/balanced_acc", "test/many_acc", "test/medium_acc", "test/few_acc", "ekld/mean",
+             "ekld/head", "ekld/tail", "ekld/size_spearman", "consistency/mean", "probe/"), check=_classifier_check)
 
 GENERATOR = TrialKind(
     body="sweeps.trials.generator:generator_trial", length="generator.iterations", step="iteration",
     reads=("dataset", "generator"), series=("loss/",), result_files=(rs.FINAL, rs.SAMPLES_PNG),
     figures=(rs.SAMPLES_PNG,), data=True, progress=("loss/gen_total",),
     headline=("diversity/ratio", "preservation/small", "preservation/all"),
-    metrics=("diversity/", "preservation/"))
+    metrics=("diversity/", "preservation/", "time/"))
 
 MSR = TrialKind(
     body="sweeps.trials.msr:msr_trial", length="msr.outer_steps", step="step", section="msr",
     section_type=MsrConfig, series=("meta_train/", "meta_test/"), result_files=(rs.FINAL, rs.SHARING_PNG),
     figures=(rs.SHARING_PNG,), progress=("meta_test/mse",), headline=("meta_test/mse", "msr/equivariance_error"),
-    metrics=("meta_test/", "msr/"), report="sweeps.report.msr:msr_table")
+    metrics=("meta_test/mse", "meta_test/mse_ci95", "msr/"), report="sweeps.report.msr:msr_table")
 
 SYNTHETIC = TrialKind(
     body="sweeps.trials.synthetic:synthetic_trial", length="synthetic.epochs", section="synthetic",
     section_type=SyntheticConfig, reads=("dataset",), series=("train/", "val/"),
     result_files=(rs.FINAL, rs.PER_CLASS, rs.EKLD_PNG), figures=(rs.EKLD_PNG,), stoppable=True,
     progress=("val/balanced_acc",), headline=("test/balanced_acc", "ekld/head", "ekld/tail"),
-    metrics=("test/", "ekld/"))
+    metrics=("test/acc", "test/balanced_acc", "test/many_acc", "test/few_acc", "ekld/mean", "ekld/head",
+             "ekld/tail", "val/balanced_acc"))
 
 TRIAL_KINDS: Registry[TrialKind] = Registry("trial", {
     "classifier": CLASSIFIER,
@@ -118,6 +126,11 @@ TRIAL_KINDS: Registry[TrialKind] = Registry("trial", {
 
 def kind_of(name: str) -> TrialKind:
     return TRIAL_KINDS.get(name)
+
+
+def steps_of(kind: TrialKind, cfg: Any) -> int:
+    """The number of steps a trial of `kind` runs under config `cfg`."""
+    return kind.length if isinstance(kind.length, int) else int(cfg.value(kind.length))
 
 
 def section_types() -> dict[str, type]:

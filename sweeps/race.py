@@ -62,30 +62,30 @@ def incumbent(state: SearchState, plan: RacePlan) -> str | None:
 
 
 def one_sided_p(challenger: Mapping[int, float], incumbent_values: Mapping[int, float], mode: str,
-                test: str) -> tuple[float, int]:
-    """(p, n): the one-sided paired test that the challenger is worse than the incumbent, over the n
+                test: str) -> tuple[float, tuple[int, ...]]:
+    """(p, pairs): the one-sided paired test that the challenger is worse than the incumbent, over the
     repeats both finished. NaN with fewer than 2 pairs. A constant difference is decided by its sign
     (p = 0 when worse, 1 otherwise): the t statistic is infinite there."""
-    common = sorted(set(challenger) & set(incumbent_values))
+    common = tuple(sorted(set(challenger) & set(incumbent_values)))
     n = len(common)
     if n < 2:
-        return math.nan, n
+        return math.nan, common
     d = np.asarray([challenger[r] - incumbent_values[r] for r in common], dtype=np.float64)
     if mode == "min":
         d = -d  # worse is always d < 0 from here on
     if test == "wilcoxon":
         if not np.any(d != 0):
-            return 1.0, n
+            return 1.0, common
         from scipy.stats import wilcoxon
 
-        return float(wilcoxon(d, alternative="less").pvalue), n
+        return float(wilcoxon(d, alternative="less").pvalue), common
     sd = float(d.std(ddof=1))
     if sd == 0.0:
-        return (0.0 if d[0] < 0 else 1.0), n
+        return (0.0 if d[0] < 0 else 1.0), common
     from scipy.special import stdtr
 
     t = float(d.mean()) / (sd / math.sqrt(n))
-    return float(stdtr(n - 1, t)), n  # P(T <= t) under "no difference"
+    return float(stdtr(n - 1, t)), common  # P(T <= t) under "no difference"
 
 
 class Race:
@@ -96,7 +96,7 @@ class Race:
         # group -> (incumbent, its finished repeats, the group's) at its last test, and that test's (p, n):
         # a group is tested again only when one of them changed
         self._tested: dict[str, tuple[str, int, int]] = {}
-        self._last: dict[str, tuple[float, int]] = {}
+        self._last: dict[str, tuple[float, tuple[int, ...]]] = {}
 
     def decide(self, state: SearchState) -> list[Decision]:
         """New decisions given the state (recorded in it): drops, and survivals of groups whose repeats
@@ -110,15 +110,15 @@ class Race:
             values = finite_values(g, plan.metric)
             key = (inc or "", len(inc_values), len(values))
             if inc is not None and gid != inc and self._tested.get(gid) != key:
-                p, n = self._last[gid] = one_sided_p(values, inc_values, plan.mode, plan.test or "t")
+                p, pairs = self._last[gid] = one_sided_p(values, inc_values, plan.mode, plan.test or "t")
                 self._tested[gid] = key
                 if len(values) >= plan.min_repeats and p < plan.alpha:
-                    out.append(Decision(gid, "dropped", inc, p, n, len(values)))
+                    out.append(Decision(gid, "dropped", inc, p, len(pairs), len(values), pairs))
                     state.decide(out[-1])
                     continue
             if plan.test and state.ended(g) >= plan.repeats:
-                p, n = self._last.get(gid, (math.nan, 0)) if gid != inc else (math.nan, 0)
-                out.append(Decision(gid, "survived", inc or gid, p, n, len(values)))
+                p, pairs = self._last.get(gid, (math.nan, ())) if gid != inc else (math.nan, ())
+                out.append(Decision(gid, "survived", inc or gid, p, len(pairs), len(values), pairs))
                 state.decide(out[-1])
         return out
 

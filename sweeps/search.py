@@ -32,7 +32,7 @@ from ray.tune.search import Searcher
 from gitlib.errors import ConfigError
 from sweeps import results as rs
 from sweeps.config import SAMPLERS, SCHEDULERS, SearchConfig, SweepConfig, race_plan
-from sweeps.kinds import kind_of
+from sweeps.kinds import kind_of, steps_of
 from sweeps.paths import study_storage
 from sweeps.race import NEW, Race
 from sweeps.search_state import FILE, LogReader, SearchState
@@ -380,7 +380,7 @@ def no_scheduler(cfg: SweepConfig, root: Path) -> Any:
 
 def asha_scheduler(cfg: SweepConfig, root: Path) -> Any:
     s = cfg.search
-    length = int(cfg.value(kind_of(cfg.trial).length))
+    length = steps_of(kind_of(cfg.trial), cfg)
     return StoppingASHA(cfg.name, str(root / "asha.pkl"), metric=s.asha_metric, mode=s.asha_mode,
                         time_attr="training_iteration", grace_period=s.grace_period,
                         reduction_factor=s.reduction_factor, max_t=max(length, s.grace_period))

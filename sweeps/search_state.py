@@ -12,8 +12,8 @@ Events (one JSON object a line; a line cut short by a kill is ignored):
     {"e": "group",  "g": id, "n": optuna number, "p": params}      a configuration was proposed
     {"e": "assign", "g": id, "r": repeat, "t": trial id}            a repeat was handed to a Tune trial
     {"e": "end",    "t": trial id, "s": state, "v": {metric: value} | null}   a trial ended
-    {"e": "drop",   "g": id, "vs": id, "p": p value, "n": pairs, "k": repeats finished}   raced out
-    {"e": "survive", "g": id, "vs": id, "p": p value, "n": pairs, "k": repeats finished}  reached repeats
+    {"e": "drop",   "g": id, "vs": id, "p": p value, "n": pairs, "k": repeats finished, "r": [paired repeats]}
+    {"e": "survive", ...the same}                                   ran every repeat without being dropped
     {"e": "told",   "g": id}                                        Optuna was told the group's value
 """
 
@@ -40,6 +40,7 @@ class Decision:
     p: float  # one-sided p-value of the paired test against it (NaN: the group was the incumbent)
     n: int  # pairs the test used (repeats both had finished)
     k: int  # the group's finished repeats at the decision
+    pairs: tuple[int, ...] = ()  # the repeats the test paired
 
 
 @dataclass
@@ -72,7 +73,7 @@ class SearchState:
 
     def decide(self, d: Decision) -> None:
         self._log({"e": "drop" if d.decision == "dropped" else "survive", "g": d.group, "vs": d.vs,
-                   "p": d.p, "n": d.n, "k": d.k})
+                   "p": d.p, "n": d.n, "k": d.k, "r": list(d.pairs)})
         self.decisions[d.group] = d
 
     def mark_told(self, gid: str) -> None:
@@ -147,7 +148,7 @@ class SearchState:
         elif kind in ("drop", "survive"):
             p = math.nan if e["p"] is None else float(e["p"])
             self.decisions[e["g"]] = Decision(e["g"], "dropped" if kind == "drop" else "survived", e["vs"], p,
-                                              int(e["n"]), int(e["k"]))
+                                              int(e["n"]), int(e["k"]), tuple(e.get("r", ())))
         elif kind == "told":
             self.told.add(e["g"])
 

@@ -158,7 +158,7 @@ def test_extends_merges_over_its_base(tmp_path: Path) -> None:
     assert set(cfg.search.space) == {"classifier.gen_frac"}  # null drops a base mapping entry
     assert load_config(str(mid))[0].dataset.max_per_class == 30 and base.is_file()
     bundled = load_config("k49-dil-lt")[0]
-    assert bundled.dataset.nuisance == "dilation" and bundled.classifier.arch == "resnet20"  # presets extend too
+    assert bundled.dataset.nuisance == "dilation" and bundled.value("classifier.arch") == "resnet20"  # presets extend
 
 
 def test_extends_cycle_and_missing_base_exit_2_naming_the_file(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from gitlib.configs import flatten, to_dict
 from sweeps.cli import build_parser
 from sweeps.config import ParamSpace, SweepConfig, load_config
 from sweeps.config_yaml import preset_names
@@ -32,7 +31,7 @@ def _rel(path: Path) -> str:
 
 
 def config_keys() -> list[str]:
-    return sorted(k for k in flatten(to_dict(SweepConfig())) if not k.startswith("search.space"))
+    return sorted(k for k in SweepConfig().flat() if not k.startswith("search.space"))
 
 
 def test_every_config_key_is_documented() -> None:
@@ -166,11 +165,11 @@ def test_relative_link_resolves(page: Path, target: str) -> None:
 
 
 def test_registry_names_are_the_config_values_and_the_documented_ones() -> None:
-    from gitlib.configs import choice_fields
     from gitlib.errors import ConfigError
+    from sweeps.config import choices
 
     text = (DOCS / "sweeps.md").read_text()
-    fields = choice_fields(SweepConfig)
+    fields = choices()
     assert {"trial", "dataset.source", "dataset.nuisance", "dataset.profile", "classifier.arch",
             "classifier.loss", "classifier.train_rule"} <= set(fields)  # every real choice is a registry
     for key, registry in fields.items():

@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # gitlib's layers in import order: a module may import its own layer and the layers before it.
 LAYERS = {"errors": 0, "configs": 0, "registry": 0, "device": 0, "augmenter": 0, "data": 1, "models": 2,
           "train": 3, "metrics": 4, "probes": 5, "msr": 5, "plots": 6, "runs": 7}
+# sweeps' layers, bottom up: what every part stands on, then the result contract and the groups, the trial
+# kinds' records, the config, what runs before Ray (pre-flight, connect, stores), the trial bodies, the
+# search and the tracking, the report, the driver, the commands. docs/internals.md draws the same.
+SWEEPS_LAYERS = {"__init__": 0, "env": 0, "paths": 0, "worker_procs": 0, "worker_ready": 0,
+                 "results": 1, "groups": 1, "search_state": 1, "synthetic": 1, "config_yaml": 1,
+                 "kinds": 2, "race": 2, "config": 3, "space": 3, "preflight": 4, "connect": 4, "stores": 4,
+                 "trials": 5, "search": 6, "tracking": 6, "report": 7, "summary": 8, "driver": 8,
+                 "commands": 9, "cli": 9, "__main__": 9}
 HEAVY = ("ray", "mlflow")
 MAX_FUNCTION_LINES = 60
 
@@ -43,6 +51,73 @@ def _module_level_imports(path: Path) -> list[str]:
 
     visit(ast.parse(path.read_text()).body)
     return found
+
+
+def _all_imports(path: Path) -> list[str]:
+    """Modules `path` imports anywhere, deferred into functions included (the same dependency, paid later);
+    `if TYPE_CHECKING:` blocks left out (they never run)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+            found.extend(f"{node.module}.{a.name}" for a in node.names)  # `from sweeps import paths`
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def _sweeps_module(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _sweeps_graph() -> dict[str, set[str]]:
+    """sweeps module -> the sweeps modules it imports (anywhere in it)."""
+    modules = {_sweeps_module(p) for p in _modules("sweeps")}
+    graph: dict[str, set[str]] = {}
+    for path in _modules("sweeps"):
+        me = _sweeps_module(path)
+        graph[me] = {m for m in _all_imports(path) if m in modules and m != me and not me.startswith(f"{m}.")}
+    return graph
+
+
+def test_sweeps_layers_import_one_way() -> None:
+    graph = _sweeps_graph()
+    layer = {m: SWEEPS_LAYERS[m.split(".")[1] if "." in m else "__init__"] for m in graph}
+    wrong = [f"{m} (layer {layer[m]}) imports {d} (layer {layer[d]})" for m, deps in graph.items() for d in deps
+             if layer[d] > layer[m]]
+    assert not wrong, "sweeps imports against the layer order:\n" + "\n".join(wrong)
+    parts = {p.stem if p.is_file() else p.name for p in (ROOT / "sweeps").iterdir()
+             if (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    assert parts == set(SWEEPS_LAYERS)  # every module and subpackage of sweeps has its place
+
+
+def test_no_import_cycles_among_sweeps_modules() -> None:
+    graph = _sweeps_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def cycle_from(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                return [*path, m, d]
+            if d not in state and (found := cycle_from(d, [*path, m])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = cycle_from(m, [])
+            assert found is None, " -> ".join(found)
 
 
 def _layer(module: str) -> int | None:

@@ -34,7 +34,8 @@ def race_rows(groups: Sequence[Group], decisions: Mapping[str, Decision]) -> lis
         rows.append({"group_id": g.group_id, **g.params, "repeats_run": len(g.repeats),
                      "finished": len(g.finished), "decision": d.decision if d else "running",
                      "p_value": d.p if d else math.nan, "vs": d.vs if d else "",
-                     "at_repeat": d.k if d else math.nan, "pairs": d.n if d else math.nan})
+                     "at_repeat": d.k if d else math.nan, "pairs": d.n if d else math.nan,
+                     "paired_repeats": " ".join(map(str, d.pairs)) if d else ""})
     return rows
 
 

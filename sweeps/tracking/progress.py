@@ -22,9 +22,8 @@ PLAIN_EVERY_S = 60.0
 
 
 class Progress:
-    def __init__(self, total_trials: int, objectives: list[tuple[str, str]], repeats: int = 1,
-                 verbose: bool = False, trial: str = "classifier", length: int = 0, raced: bool = False,
-                 stream: TextIO | None = None) -> None:
+    def __init__(self, total_trials: int, objectives: list[tuple[str, str]], trial: str, repeats: int = 1,
+                 verbose: bool = False, length: int = 0, raced: bool = False, stream: TextIO | None = None) -> None:
         self.total, self.objectives, self.repeats, self.verbose = total_trials, objectives, repeats, verbose
         self.trial, self.length, self.raced_sweep = trial, length, raced
         self.kind = kind_of(trial)
@@ -41,7 +40,7 @@ class Progress:
     @property
     def args(self) -> tuple[Any, ...]:
         """What a Progress is made of (the callback pickles these, not the stream)."""
-        return (self.total, self.objectives, self.repeats, self.verbose, self.trial, self.length, self.raced_sweep)
+        return (self.total, self.objectives, self.trial, self.repeats, self.verbose, self.length, self.raced_sweep)
 
     # ---- events ---------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import yaml
 from gitlib.errors import UserError
 from sweeps import results as rs
 from sweeps.config import ResourcesConfig, SweepConfig, trial_config
-from sweeps.kinds import kind_of, resolve
+from sweeps.kinds import TrialKind, kind_of, resolve
 from sweeps.trials.report_ahead import Report, ReportAhead
 from sweeps.trials.stops import StopCheck
 
@@ -126,15 +126,20 @@ def _restored_folder() -> Any:
     return tune.get_checkpoint()
 
 
-def tune_entry(body: Body) -> Callable[[dict[str, Any], SweepConfig], None]:
-    """Tune's function trainable for a trial body: `(config, base)` -> the trial's resolved config, its
+def tune_entry(body: Body) -> Callable[[dict[str, Any], SweepConfig, TrialKind], None]:
+    """Tune's function trainable for a trial body: `(config, base, kind)` -> the trial's resolved config, its
     restored checkpoint, and a training thread that reports ahead. Bad config or data inside a trial
-    fails it at once, since retrying cannot help."""
+    fails it at once, since retrying cannot help. The kind's record travels with the trainable, so a
+    kind registered only in the driver (a plug-in, a test) is known where its trials run."""
 
     @functools.wraps(body)
-    def run(config: dict[str, Any], base: SweepConfig) -> None:
+    def run(config: dict[str, Any], base: SweepConfig, kind: TrialKind) -> None:
         from ray import tune
 
+        from sweeps import kinds  # the module's registry: a global of this closure would travel as a copy
+
+        if base.trial not in kinds.TRIAL_KINDS:
+            kinds.TRIAL_KINDS.register(base.trial)(kind)
         ahead = ReportAhead()
         checkpoint = _restored_folder()
         trial_id = tune.get_context().get_trial_id()
@@ -171,7 +176,8 @@ def trainable_for(cfg: SweepConfig) -> Any:
     """The Tune trainable of `cfg.trial`: its body with the typed config bound, and its resources."""
     from ray import tune
 
-    bound = tune.with_parameters(tune_entry(resolve(kind_of(cfg.trial).body)), base=cfg)
+    kind = kind_of(cfg.trial)
+    bound = tune.with_parameters(tune_entry(resolve(kind.body)), base=cfg, kind=kind)
     res: dict[str, float] = {"cpu": cfg.resources.cpu}
     if cfg.resources.gpu > 0:
         res["gpu"] = cfg.resources.gpu

@@ -81,6 +81,16 @@ def token_env(folder: Path) -> dict[str, str]:
 
 
 def tiny_sweep(name: str) -> dict[str, Any]:
+    """Two trials of the synthetic kind (no torch, no data, 3 epochs of 0.2 s): what these tests check is
+    the cluster, the connection and the stores, not training."""
+    return {"name": name, "seed": 0, "trial": "synthetic", "probes": [],
+            "synthetic": {"epochs": 3, "epoch_s": 0.2},
+            "search": {"num_samples": 2, "max_concurrent": 2, "metric": ["test/balanced_acc"], "mode": ["max"],
+                       "sampler": "grid", "space": {"synthetic.arm": {"type": "categorical", "choices": [0, 1]}}},
+            "resources": {"cpu": 1, "gpu": 0}}
+
+
+def tiny_classifier_sweep(name: str) -> dict[str, Any]:
     """Two classifier trials on scikit-learn's digits, 2 epochs, no generator: about a minute on 2 cores."""
     return {
         "name": name,

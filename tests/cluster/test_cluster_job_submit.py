@@ -73,5 +73,5 @@ def test_ray_job_submit_runs_a_sweep(workdir: Path) -> None:
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     exp = client.get_experiment_by_name("job-sweep")
     assert exp is not None
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'classifier'")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'synthetic'")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)  # rule: one finished run per trial

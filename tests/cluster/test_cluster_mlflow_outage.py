@@ -15,7 +15,7 @@ from cluster_helpers import base_env, free_port, stop_group, tiny_sweep, write_y
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
-LONG, SHORT = 150, 20  # epochs: the first sweep outlasts the outage (~0.3 s an epoch), the second does not
+LONG, SHORT = 300, 20  # epochs of 0.1 s: the first sweep outlasts the outage, the second does not
 
 
 def start_server(folder: Path, port: int) -> subprocess.Popen[Any]:
@@ -45,7 +45,7 @@ def trial_runs(uri: str, experiment: str) -> list[Any]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id]) if exp else []
-    return [r for r in runs if r.data.tags.get("gitsweep.role") == "classifier"]
+    return [r for r in runs if r.data.tags.get("gitsweep.role") == "synthetic"]
 
 
 def assert_complete(uri: str, experiment: str, n: int, epochs: int) -> None:
@@ -55,16 +55,14 @@ def assert_complete(uri: str, experiment: str, n: int, epochs: int) -> None:
     runs = trial_runs(uri, experiment)
     assert len(runs) == n and all(r.info.status == "FINISHED" for r in runs)  # no twin, none left running
     for r in runs:
-        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/acc")]
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/balanced_acc")]
         assert sorted(steps) == list(range(1, epochs + 1))  # every epoch once: no gap, no duplicate
         assert "test/balanced_acc" in r.data.metrics and r.data.tags.get("gitsweep.final_logged") == "true"
 
 
 def sweep_config(tmp_path: Path, name: str, epochs: int) -> Path:
     cfg = tiny_sweep(name)
-    cfg["dataset"]["max_per_class"] = 200
-    cfg["classifier"].update({"epochs": epochs, "milestones": [10], "lr_factors": [0.1]})
-    cfg["probes"] = []
+    cfg["synthetic"].update({"epochs": epochs, "epoch_s": 0.1})
     return write_yaml(tmp_path / f"{name}.yaml", cfg)
 
 
@@ -79,7 +77,7 @@ def test_server_outage_mid_sweep_then_after_it(tmp_path: Path) -> None:
         run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
         try:
-            while not [r for r in trial_runs(uri, "outage") if "val/acc" in r.data.metrics]:
+            while not [r for r in trial_runs(uri, "outage") if "val/balanced_acc" in r.data.metrics]:
                 assert run.poll() is None, run.communicate()[0]
                 time.sleep(0.5)  # the sweep is training and logging
             stop_group(server)

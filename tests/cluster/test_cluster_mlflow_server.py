@@ -94,7 +94,7 @@ def test_sweep_logs_to_postgres_backed_server_with_basic_auth(workdir: Path, mon
             exp = client.get_experiment_by_name("pg-sweep")
             assert exp is not None
             assert exp.artifact_location.startswith("mlflow-artifacts:")  # rule: artifacts go through the server
-            runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'classifier'")
+            runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'synthetic'")
             assert len(runs) == 2
             for run in runs:
                 assert run.info.status == "FINISHED"

@@ -13,7 +13,7 @@ from cluster_helpers import (
     base_env,
     free_port,
     run_gitsweep,
-    tiny_sweep,
+    tiny_classifier_sweep,
     write_yaml,
 )
 
@@ -66,7 +66,7 @@ def _read(fs: Any, path: str) -> str:
 def test_sweep_with_s3_storage_shares_dataset_and_generator(workdir: Path, s3: dict[str, str]) -> None:
     from mlflow import MlflowClient
 
-    sweep = tiny_sweep("s3-sweep")
+    sweep = tiny_classifier_sweep("s3-sweep")
     sweep["classifier"].update({"augment": "git", "gen_frac": 0.5})  # both trials need the one generator
     sweep["generator"] = {"iterations": 10, "batch_size": 8, "checkpoint_every": 10, "eval_samples": 20,
                           "judge_iterations": 40}
@@ -112,7 +112,7 @@ def test_sweep_with_s3_storage_shares_dataset_and_generator(workdir: Path, s3: d
 
 
 def test_uri_storage_without_tracking_uri_is_refused(workdir: Path) -> None:
-    config = write_yaml(workdir / "tiny.yaml", tiny_sweep("no-tracking"))
+    config = write_yaml(workdir / "tiny.yaml", tiny_classifier_sweep("no-tracking"))
     out = run_gitsweep(["run", str(config), "--storage", f"file://{workdir}/store"], base_env(), workdir,
                        timeout_s=120)
     assert out.returncode == 2, out.stdout[-3000:]
@@ -127,7 +127,7 @@ def test_resume_by_name_from_uri_storage(workdir: Path) -> None:
     Tune experiment that lives there, with the tracking URI the sweep pinned."""
     from mlflow import MlflowClient
 
-    sweep = tiny_sweep("file-sweep")
+    sweep = tiny_classifier_sweep("file-sweep")
     sweep["search"]["num_samples"] = 1
     config = write_yaml(workdir / "tiny.yaml", sweep)
     uri = f"file://{workdir}/store"

@@ -59,7 +59,7 @@ def test_sweep_on_two_node_cluster_with_token_auth(workdir: Path) -> None:
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ray-cluster")
     assert exp is not None
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'classifier'")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`gitsweep.role` = 'synthetic'")
     assert len(runs) == 2  # rule: one MLflow run per trial
     for run in runs:
         assert run.info.status == "FINISHED"
@@ -77,6 +77,6 @@ from ray._private import state
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 for actor in state.actors().values():
     name = actor.get("ActorClassName", "")
-    if "ImplicitFunc" in name or "classifier_trial" in name:
+    if "ImplicitFunc" in name or "synthetic_trial" in name:
         print(actor["Address"]["NodeID"])
 """

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as st
+
 from sweeps.groups import Group, Repeat, format_groups, paired_contrast, per_class_summary, stats
 
 

@@ -10,6 +10,8 @@ import sys
 import pytest
 from support import cli_env
 
+pytestmark = pytest.mark.slow  # a real sweep: Ray, MLflow, training
+
 RESERVE_ALL_CPUS = """
 import json, os, time
 import ray

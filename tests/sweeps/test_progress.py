@@ -25,7 +25,7 @@ def drive(progress: Progress) -> None:
 
 def test_plain_output_is_a_line_per_start_and_end() -> None:
     out = io.StringIO()
-    drive(Progress(4, OBJECTIVES, stream=out))
+    drive(Progress(4, OBJECTIVES, "classifier", stream=out))
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "t1 started" in lines[0] and "t1 finished" in lines[1], lines
     assert "test/balanced_acc 0.8" in lines[1] and "ekld/tail 0.05" in lines[1]
@@ -34,13 +34,13 @@ def test_plain_output_is_a_line_per_start_and_end() -> None:
 
 def test_verbose_adds_the_epoch_lines() -> None:
     out = io.StringIO()
-    drive(Progress(4, OBJECTIVES, verbose=True, stream=out))
+    drive(Progress(4, OBJECTIVES, "classifier", verbose=True, stream=out))
     assert sum(" epoch " in line for line in out.getvalue().splitlines()) == 3
 
 
 def test_terminal_gets_a_live_status_line() -> None:
     out = Terminal()
-    drive(Progress(4, OBJECTIVES, stream=out))
+    drive(Progress(4, OBJECTIVES, "classifier", stream=out))
     text = out.getvalue()
     assert "\r\x1b[2K" in text  # redrawn in place
     final = text.rsplit("\r\x1b[2K", 1)[1]

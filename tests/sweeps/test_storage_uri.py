@@ -1,4 +1,5 @@
-"""Storage URIs (sweeps.stores.remote): resolution, the local cache, marker-last copies, the lock table.
+"""Storage URIs (sweeps.paths owns where things are; sweeps.stores.remote the shared stores on a URI):
+resolution, the local cache, marker-last copies, the lock table.
 The end-to-end sweep on S3 is tests/cluster/test_cluster_object_store.py."""
 
 from __future__ import annotations
@@ -8,18 +9,19 @@ from pathlib import Path
 import pytest
 
 from gitlib.errors import ConfigError
+from sweeps import paths
 from sweeps.config import resolve_config
-from sweeps.driver import sweep_paths
+from sweeps.paths import sweep_paths
 from sweeps.stores import remote as st
 
 
 def test_uri_detection_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITSWEEP_CACHE", str(tmp_path / "cache"))
-    assert st.is_uri("s3://b/p") and st.is_uri("gs://b") and st.is_uri("file:///tmp/x")
-    assert not st.is_uri("/mnt/gitsweep") and not st.is_uri("runs") and not st.is_uri(None)
-    a, b = st.cache_root("s3://b/p"), st.cache_root("s3://b/q")
+    assert paths.is_uri("s3://b/p") and paths.is_uri("gs://b") and paths.is_uri("file:///tmp/x")
+    assert not paths.is_uri("/mnt/gitsweep") and not paths.is_uri("runs") and not paths.is_uri(None)
+    a, b = paths.cache_root("s3://b/p"), paths.cache_root("s3://b/q")
     assert a != b and a.parent == (tmp_path / "cache").resolve()
-    assert st.cache_root("s3://b/p/") == a  # a trailing slash names the same storage
+    assert paths.cache_root("s3://b/p/") == a  # a trailing slash names the same storage
 
 
 def test_resolve_config_keeps_uri_and_pins_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,16 +32,18 @@ def test_resolve_config_keeps_uri_and_pins_tracking(tmp_path: Path, monkeypatch:
     with pytest.raises(ConfigError, match=r"tracking\.uri"):
         resolve_config("demo", [], None, uri, None)
     cfg, _ = resolve_config("demo", [], None, uri, f"sqlite:///{tmp_path}/m.db")
-    assert cfg.storage == uri.rstrip("/") and cfg.storage_uri == uri.rstrip("/")
-    assert cfg.storage_path == st.cache_root(uri)
-    assert sweep_paths(cfg).tune_target == f"{uri.rstrip('/')}/sweeps/{cfg.name}/tune"
+    assert cfg.storage == uri.rstrip("/") and paths.storage_uri(cfg.storage) == uri.rstrip("/")
+    assert paths.local_root(cfg.storage) == paths.cache_root(uri)
+    where = sweep_paths(cfg.name, cfg.storage)
+    assert where.tune_target == f"{uri.rstrip('/')}/sweeps/{cfg.name}/tune/{where.tune_name}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     cfg, _ = resolve_config("demo", [], None, uri, None)
     assert cfg.tracking.uri == "http://127.0.0.1:5000"  # pinned, so resume and trials see the same
     # a POSIX path behaves as before
     posix, _ = resolve_config("demo", [], None, str(tmp_path / "runs"), None)
-    assert posix.storage == str((tmp_path / "runs").resolve()) and posix.storage_uri is None
-    assert sweep_paths(posix).tune_target == str(tmp_path / "runs" / "sweeps" / posix.name / "tune")
+    assert posix.storage == str((tmp_path / "runs").resolve()) and paths.storage_uri(posix.storage) is None
+    where = sweep_paths(posix.name, posix.storage)
+    assert where.tune_target == str(tmp_path / "runs" / "sweeps" / posix.name / "tune" / where.tune_name)
 
 
 def test_upload_download_marker_last(tmp_path: Path) -> None:
@@ -51,13 +55,13 @@ def test_upload_download_marker_last(tmp_path: Path) -> None:
     (local / "READY").write_text("{}")
     uri = f"file://{tmp_path}/remote/gen"
     st.upload_dir(local, uri, "READY", skip=(".lock",))
-    assert st.exists(f"{uri}/READY") and not st.exists(f"{uri}/train.lock")
+    assert paths.exists(f"{uri}/READY") and not paths.exists(f"{uri}/train.lock")
     back = tmp_path / "back"
     st.download_dir(uri, back, "READY")
     assert sorted(str(p.relative_to(back)) for p in back.rglob("*") if p.is_file()) == ["READY", "a.bin", "sub/b.txt"]
     assert (back / "sub" / "b.txt").read_text() == "b"
-    st.write_text(f"{uri}/x/meta.json", "{}")
-    assert st.read_text(f"{uri}/x/meta.json") == "{}"
+    paths.write_text(f"{uri}/x/meta.json", "{}")
+    assert paths.read_text(f"{uri}/x/meta.json") == "{}"
 
 
 def test_lock_table_leases() -> None:

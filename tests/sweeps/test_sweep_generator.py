@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support import artifacts, metric_history, mlflow_runs, run_cli, tiny_config, write_config
+
+pytestmark = pytest.mark.slow  # a real sweep: Ray, MLflow, training
 
 
 def test_generator_trials(tmp_path: Path, storage: Path) -> None:

@@ -1,12 +1,16 @@
-"""A real sweep of two configurations x 3 seed repeats (local Ray, SQLite MLflow, Optuna grid), one repeat
-failing: group runs hold the statistics of their trials, the searcher got the group values, repeats pair
-by seed, and status / report show groups and the GIT-vs-baseline contrast."""
+"""A real sweep of two configurations x 3 seed repeats (local Ray, SQLite MLflow, Optuna grid) on the synthetic
+trial kind, one repeat failing (`synthetic.fail_p`): the numbers of a group are the same wherever they
+appear, the value told to Optuna, the group run in MLflow, `status`, the report's groups.csv and the
+closing summary; repeats pair by seed in a contrast; the study is live in optuna-dashboard."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,106 +18,100 @@ import optuna
 import pandas as pd
 import pytest
 from scipy import stats
-from support import artifacts, mlflow_runs, run_cli, tiny_config, write_config
+from support import artifacts, kill_tree, mlflow_runs, run_cli, start_cli, synthetic_config, write_config
 
+from sweeps.synthetic import SyntheticConfig, draw
+
+pytestmark = pytest.mark.slow
 METRICS = ("test/balanced_acc", "ekld/tail")
+FAIL_P = 0.2  # with it, exactly one of the six trials fails (checked below)
 
 
-def test_groups_of_repeats(tmp_path: Path, storage: Path) -> None:
-    cfg = tiny_config(
-        "groups",
-        classifier={"git_start_epoch": 0},
-        search={"num_samples": 2, "max_concurrent": 2, "sampler": "grid", "repeats": 3,
-                "metric": list(METRICS), "mode": ["max", "min"],
-                "space": {"classifier.gen_frac": {"type": "categorical", "choices": [0.0, 0.5]}}},
-        debug={"fail_at_epoch": 2, "fail_mode": "nan", "fail_when": "classifier.gen_frac=0.5,seed=1"},
-    )
-    res = run_cli(["run", str(write_config(tmp_path / "groups.yaml", cfg)), "--storage", str(storage)], timeout=500)
+def _cell(values: list[float]) -> tuple[float, float, float]:
+    """mean and 95% t-interval, from scipy."""
+    mean = float(np.mean(values))
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def test_a_groups_numbers_are_the_same_everywhere(tmp_path: Path, storage: Path) -> None:
+    failing = [(arm, seed) for arm in (0, 1) for seed in range(3)
+               if draw(SyntheticConfig(arm=arm, epochs=3, fail_p=FAIL_P), seed, 0).fails_at]
+    assert failing == [(0, 0)]  # the setup: one failed repeat, in the first group
+    cfg = synthetic_config("groups", synthetic={"fail_p": FAIL_P},
+                           search={"repeats": 3, "metric": list(METRICS), "mode": ["max", "min"],
+                                   "space": {"synthetic.arm": {"type": "categorical", "choices": [0, 1]}}})
+    res = run_cli(["run", str(write_config(tmp_path / "groups.yaml", cfg)), "--storage", str(storage)], timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out  # one repeat failed: the sweep says so
-    assert "GIT - baseline, paired by repeat:" in res.stdout and "n=2" in res.stdout  # the closing contrast
+    assert "SyntheticFailure" in res.stdout and "gitsweep resume groups --restart-errored" in res.stdout
     # Not a terminal: a line per trial start and end, no per-epoch lines, no Ray / MLflow start-up chatter.
-    per_epoch = re.search(r" epoch \d+/\d+ ", out)  # what --verbose prints for every epoch
-    assert not per_epoch and "Token authentication" not in out and "INFO mlflow" not in out, out
-    assert res.stdout.count(" started ") == 6 and len(out.splitlines()) < 60, out
+    assert not re.search(r" epoch \d+/\d+ ", out) and "INFO mlflow" not in out, out
+    assert res.stdout.count(" started ") == 6 and len(out.splitlines()) < 40, out
 
     runs = mlflow_runs(storage, "groups")
     parent = next(r for r in runs if r.data.tags.get("gitsweep.role") == "sweep")
     groups = {r.data.tags["gitsweep.group_id"]: r for r in runs if r.data.tags.get("gitsweep.role") == "group"}
-    trials = [r for r in runs if r.data.tags.get("gitsweep.role") == "classifier"]
+    trials = [r for r in runs if r.data.tags.get("gitsweep.role") == "synthetic"]
     assert len(groups) == 2 and len(trials) == 6  # 2 configurations x 3 repeats
     assert all(g.data.tags["mlflow.parentRunId"] == parent.info.run_id for g in groups.values())
     assert all(g.info.status == "FINISHED" for g in groups.values())  # finished with their last repeat
-    by_group: dict[str, list] = {gid: [] for gid in groups}
-    group_of_run = {g.info.run_id: gid for gid, g in groups.items()}
-    for t in trials:
-        by_group[group_of_run[t.data.tags["mlflow.parentRunId"]]].append(t)  # repeats nest in their group
+    study = optuna.load_study(study_name="groups", storage=f"sqlite:///{storage}/sweeps/groups/optuna.db")
+    told = {t.user_attrs["group_id"]: t for t in study.trials}
+    table = pd.read_csv(storage / "sweeps" / "groups" / "report" / "groups.csv").set_index("group_id")
+    status = run_cli(["status", "groups", "--storage", str(storage)], timeout=60)
+    assert status.returncode == 0, status.stderr
+    report = run_cli(["report", "groups", "--storage", str(storage), "--contrast", "synthetic.arm=1",
+                      "--vs", "synthetic.arm=0"], timeout=120)
+    assert report.returncode == 0, report.stdout + report.stderr
 
     for gid, group in groups.items():
-        members = by_group[gid]
+        members = [t for t in trials if t.data.tags["mlflow.parentRunId"] == group.info.run_id]
         assert sorted(int(t.data.params["seed"]) for t in members) == [0, 1, 2]  # repeat r runs seed 0 + r
         assert "seed" not in group.data.params and group.data.params["group.repeats"] == "3"
-        assert group.data.params["group.repeat_over"] == "seed"
         done = [t for t in members if t.info.status == "FINISHED"]
-        assert group.data.metrics["group/n_finished"] == len(done)
-        for m in METRICS:
-            values = np.array([t.data.metrics[m] for t in done])
-            half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+        assert group.data.metrics["group/n_finished"] == len(done) == table.loc[gid, "finished"]
+        assert told[gid].user_attrs["n"] == len(done)
+        lines = {name: next(ln for ln in text.splitlines() if ln.startswith(gid))
+                 for name, text in (("status", status.stdout), ("summary", res.stdout), ("report", report.stdout))}
+        for i, m in enumerate(METRICS):
+            mean, low, high = _cell([t.data.metrics[m] for t in done])
             close = {"rel": 1e-5, "abs": 1e-9}  # MLflow holds 7 significant digits
-            assert group.data.metrics[m] == pytest.approx(values.mean(), **close)  # the group's m is the mean
-            assert group.data.metrics[f"{m}/std"] == pytest.approx(values.std(ddof=1), **close)
-            assert group.data.metrics[f"{m}/ci95_low"] == pytest.approx(values.mean() - half, **close)
-            assert group.data.metrics[f"{m}/ci95_high"] == pytest.approx(values.mean() + half, **close)
-        assert {"per_class.parquet", "per_class.json", "ekld_vs_class_size.png"} <= artifacts(storage, group)
+            assert group.data.metrics[m] == pytest.approx(mean, **close)  # the group run: the mean ...
+            assert group.data.metrics[f"{m}/ci95_low"] == pytest.approx(low, **close)  # ... and its t-interval
+            assert group.data.metrics[f"{m}/ci95_high"] == pytest.approx(high, **close)
+            assert told[gid].values[i] == pytest.approx(mean, **close)  # what Optuna was told
+            assert told[gid].user_attrs[f"{m}/ci95"] == pytest.approx([low, high], **close)
+            assert table.loc[gid, m] == told[gid].values[i]  # groups.csv: the very same number
+            assert table.loc[gid, f"{m}_ci95_low"] == pytest.approx(told[gid].user_attrs[f"{m}/ci95"][0], rel=1e-12)
+            exact, (lo, hi) = told[gid].values[i], told[gid].user_attrs[f"{m}/ci95"]
+            cell = f"{exact:.4f} [{lo:.4f}, {hi:.4f}]"
+            for name, line in lines.items():
+                assert cell in line, (name, cell, line)  # status, the closing summary and the report print it
+    arm0 = next(gid for gid, g in groups.items() if g.data.params["synthetic.arm"] == "0")
+    # its failed repeat is counted as such, in every table
+    assert all("2/3 (1 failed)" in next(ln for ln in text.splitlines() if ln.startswith(arm0))
+               for text in (status.stdout, res.stdout, report.stdout))
 
-    finished = {gid: g.data.metrics["group/n_finished"] for gid, g in groups.items()}
-    assert sorted(finished.values()) == [2.0, 3.0]  # the failed repeat is left out, and n says so
-    failed = [t for t in trials if t.info.status == "FAILED"]
-    assert len(failed) == 1 and failed[0].data.params["seed"] == "1"
-
-    # The searcher got one value per group and objective: the group means, as the group runs hold them.
-    study = optuna.load_study(study_name="groups", storage=f"sqlite:///{storage}/sweeps/groups/optuna.db")
-    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    by_params = {g.data.params["classifier.gen_frac"]: g for g in groups.values()}
-    for t in study.trials:
-        group = by_params[str(t.params["classifier.gen_frac"])]
-        assert t.values == pytest.approx([group.data.metrics[m] for m in METRICS], rel=1e-5)
-
-    status = run_cli(["status", "groups", "--storage", str(storage)], timeout=120)
-    assert status.returncode == 0 and "2/3" in status.stdout and "3/3" in status.stdout, status.stdout
-    report = run_cli(["report", "groups", "--storage", str(storage)], timeout=180)
-    assert report.returncode == 0, report.stdout + report.stderr
-    folder = storage / "sweeps" / "groups" / "report"
-    table = pd.read_csv(folder / "groups.csv")
-    assert len(table) == 2 and sorted(table["finished"]) == [2, 3]
-    contrast = pd.read_csv(folder / "contrast.csv")
-    tail = contrast[contrast["metric"] == "ekld/tail"].iloc[0]
-    assert tail["n"] == 2  # paired over the repeats both groups finished (seeds 0 and 2)
-    git = by_params["0.5"]
-    base = by_params["0.0"]
-    seeds = {t.data.params["seed"]: t for t in by_group[git.data.tags["gitsweep.group_id"]]}
-    pairs = [seeds[s].data.metrics["ekld/tail"] - t.data.metrics["ekld/tail"]
-             for t in by_group[base.data.tags["gitsweep.group_id"]] for s in (t.data.params["seed"],)
-             if seeds[s].info.status == "FINISHED"]
-    assert tail["diff"] == pytest.approx(np.mean(pairs), rel=1e-5, abs=1e-9)  # repeat r of one group against repeat r of the other
-    assert list(folder.glob("contrast_*_vs_*.png")) and (folder / "contrast_per_class.csv").is_file()
-    summary = json.loads((folder / "summary.json").read_text())
+    # The contrast pairs repeats by seed: only seeds finished in both groups (1 and 2).
+    contrast = pd.read_csv(storage / "sweeps" / "groups" / "report" / "contrast.csv")
+    row = contrast[contrast["metric"] == "test/balanced_acc"].iloc[0]
+    by_seed = {(t.data.params["synthetic.arm"], t.data.params["seed"]): t.data.metrics.get("test/balanced_acc")
+               for t in trials if t.info.status == "FINISHED"}
+    diffs = [by_seed[("1", s)] - by_seed[("0", s)] for s in ("1", "2")]
+    assert row["n"] == 2 and row["diff"] == pytest.approx(np.mean(diffs), rel=1e-5)
+    assert {"per_class.parquet", "per_class.json", "ekld_vs_class_size.png"} <= artifacts(storage, groups[arm0])
+    summary = json.loads((storage / "sweeps" / "groups" / "report" / "summary.json").read_text())
     assert summary["ekld_curves"] == ["g0000", "g0001"]  # with repeats: every group's band in one figure
+    _dashboard_serves(storage)
 
-    # The study is live for optuna-dashboard: `gitsweep dashboard` serves it on 127.0.0.1.
-    import socket
-    import subprocess
-    import time
-    import urllib.request
 
-    from support import GITSWEEP, cli_env, kill_tree
-
+def _dashboard_serves(storage: Path) -> None:
+    """The study is live for optuna-dashboard: `gitsweep dashboard` serves it on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dash = subprocess.Popen([*GITSWEEP, "dashboard", "groups", "--storage", str(storage), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(),
-                            start_new_session=True)
+    dash = start_cli(["dashboard", "groups", "--storage", str(storage), "--port", str(port)])
     try:
         studies = None
         deadline = time.monotonic() + 60

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from support import artifacts, mlflow_runs, run_cli, write_config
 
+pytestmark = pytest.mark.slow  # a real sweep: Ray, MLflow, training
+
 CONFIG = {
     "name": "msr",
     "trial": "msr",

@@ -15,6 +15,8 @@ from support import mlflow_runs, run_cli, tiny_config, write_config
 
 from sweeps.report.biases import GENERALIZATION, PROBES, correlations, write_bias_report
 
+pytestmark = pytest.mark.slow  # a real sweep: Ray, MLflow, training
+
 
 def test_probes_logged_and_correlated_across_trials(tmp_path: Path, storage: Path) -> None:
     cfg = tiny_config(

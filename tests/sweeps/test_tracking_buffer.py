@@ -24,7 +24,7 @@ def _tracker(tmp_path: Path) -> tracking.SweepTracker:
 
 def _callback(tmp_path: Path, tracker: tracking.SweepTracker) -> SweepCallback:
     cfg = load_config("demo")[0]
-    return SweepCallback(cfg, TrialIndex(SweepPaths(tmp_path / "sweep")), tracker, Progress(9, [], 3))
+    return SweepCallback(cfg, TrialIndex(SweepPaths(tmp_path / "sweep")), tracker, Progress(9, [], "classifier", 3))
 
 
 def _history(tracker: tracking.SweepTracker, key: str) -> list[tuple[int, float, int]]:
