@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GITSWEEP_HOME ?= $(CURDIR)/gitsweep-runs
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-fast bench lint clean
 
 # Reinstalls only when pyproject.toml changed; the project itself is an editable install.
 $(STAMP): pyproject.toml
@@ -21,6 +21,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q --durations=25 tests
+
+# The edit-run loop: everything but the end-to-end tests (marked slow). pytest exits 5 when it collects
+# nothing, and make fails on that as on any other non-zero exit.
+test-fast: install
+	$(BIN)/python -m pytest -q --durations=10 -m "not slow" tests
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -97,7 +97,7 @@ class GroupSearch(Searcher):
     value per objective, the group statistic over the finished repeats, when the group is dropped or its
     last repeat has ended; a group whose repeats all failed is told as failed."""
 
-    def __init__(self, cfg: SweepConfig, storage: str, study_name: str, root: Path | None = None) -> None:
+    def __init__(self, cfg: SweepConfig, storage: str | None, study_name: str, root: Path | None = None) -> None:
         s = cfg.search
         super().__init__(metric=s.metric[0], mode=s.mode[0])
         self.search = s
