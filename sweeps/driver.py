@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gitlib.errors import DataError, UserError
+from gitlib.errors import UserError
 from sweeps import connect, paths, search
 from sweeps import results as rs
 from sweeps.config import SweepConfig, load_config
