@@ -21,6 +21,7 @@ from gitlib.device import set_threads
 from gitlib.models.resnet import inference_copy
 from gitlib.probes import PROBES, ProbeResult, run_probes
 from gitlib.runs.classifier import run_classifier
+from gitlib.train.config import ClassifierConfig
 from sweeps.config import load_config
 
 REPEATS = 3
@@ -33,9 +34,10 @@ def main() -> None:
         data = get_dataset(cfg.dataset, Path(tmp))
     device = torch.device("cpu")
     start = time.perf_counter()
-    result = run_classifier(cfg.classifier, data, cfg.seed, device, probes=())
+    ccfg = cfg.section(ClassifierConfig)
+    result = run_classifier(ccfg, data, cfg.seed, device, probes=())
     trial_s = time.perf_counter() - start
-    print(f"demo trial (train {cfg.classifier.epochs} epochs + evaluation, no probes): {trial_s:.2f} s")
+    print(f"demo trial (train {ccfg.epochs} epochs + evaluation, no probes): {trial_s:.2f} s")
     net = inference_copy(result.trainer.model).eval()
     seen = {"images": 0}
 

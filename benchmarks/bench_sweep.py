@@ -67,15 +67,18 @@ def sequential(cfg, trainings: list[tuple[float, int]]) -> tuple[float, float]:
 
     from gitlib.data.builds import get_dataset
     from gitlib.runs.classifier import run_classifier
+    from gitlib.train.config import ClassifierConfig
+    from sweeps.paths import local_root
     from sweeps.trials.classifier import final_files
 
     torch.set_num_threads(1)
-    data = get_dataset(cfg.dataset, cfg.storage_path)
-    out = cfg.storage_path / "sequential"
+    data = get_dataset(cfg.dataset, local_root(cfg.storage))
+    out = local_root(cfg.storage) / "sequential"
     out.mkdir(exist_ok=True)
     start, cpu = time.perf_counter(), time.process_time()
     for lr, seed in trainings:
-        result = run_classifier(replace(cfg.classifier, lr=lr), data, seed, torch.device("cpu"), probes=cfg.probes)
+        ccfg = replace(cfg.section(ClassifierConfig), lr=lr)
+        result = run_classifier(ccfg, data, seed, torch.device("cpu"), probes=cfg.probes)
         for name, blob in final_files(result, cfg, f"lr {lr} seed {seed}").items():
             (out / f"{seed}_{lr}_{name}").write_bytes(blob if isinstance(blob, bytes) else blob.encode())
     return time.perf_counter() - start, time.process_time() - cpu
@@ -130,7 +133,7 @@ def sweep(cfg) -> SweepTiming:
     import ray
 
     from sweeps import connect, driver, worker_procs
-    from sweeps.paths import SweepPaths
+    from sweeps.paths import find_sweep
 
     os.environ["GITSWEEP_NUM_CPUS"] = str(CONCURRENCY)
     t0 = time.perf_counter()
@@ -152,7 +155,7 @@ def sweep(cfg) -> SweepTiming:
         ray.shutdown()
     if code != 0:
         raise RuntimeError(f"benchmark sweep failed (exit {code})")
-    trials = driver.tune_trials(SweepPaths(cfg.storage_path / "sweeps" / cfg.name))
+    trials = driver.tune_trials(find_sweep(cfg.name, cfg.storage))
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`gitsweep.role` = 'classifier'")
     spans = sorted((r.info.start_time / 1000 - began, r.info.end_time / 1000 - began) for r in runs)
     trial_pids = {t.last_result["pid"] for t in trials}
@@ -182,7 +185,9 @@ def plain_parallel(cfg, sequential_s: float) -> float:
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     groups = [",".join(f"{lr}:{s}" for lr, s in TRAININGS[i::CONCURRENCY]) for i in range(CONCURRENCY)]
-    procs = [subprocess.Popen([sys.executable, "-c", PLAIN, str(cfg.storage_path), g], stdin=subprocess.PIPE,
+    from sweeps.paths import local_root
+
+    procs = [subprocess.Popen([sys.executable, "-c", PLAIN, str(local_root(cfg.storage)), g], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env) for g in groups]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"

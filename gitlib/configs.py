@@ -36,6 +36,20 @@ def choice_fields(cls: type, prefix: str = "") -> dict[str, Registry]:
     return out
 
 
+def _coerce_union(value: Any, args: tuple[Any, ...], key: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    real = [a for a in args if a is not type(None)]
+    if len(real) == 1:  # optional: the one type's own error names the key inside it
+        return coerce(value, real[0], key)
+    for arg in real:
+        try:
+            return coerce(value, arg, key)
+        except ConfigError:
+            continue
+    raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML / --set value to the annotated type, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
@@ -45,20 +59,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         registry = next((m for m in tp.__metadata__ if isinstance(m, Registry)), None)
         return value if registry is None or value is None else registry.canonical(value, key=key)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        real = [a for a in args if a is not type(None)]
-        if len(real) == 1:  # optional: the one type's own error names the key inside it
-            return coerce(value, real[0], key)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        return _coerce_union(value, args, key)
     if origin is typing.Literal:
         if value in args:
             return value

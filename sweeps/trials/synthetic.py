@@ -23,6 +23,7 @@ from sweeps.trials.stops import stoppable
 
 
 def synthetic_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
+    started = time.perf_counter()
     s = cfg.section(SyntheticConfig)
     if ctx.final is not None:  # finished before an interruption: hand Tune the final result again
         ctx.report(ctx.final)
@@ -52,6 +53,7 @@ def synthetic_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
                               **notes, **final_metrics(table)}
     if stopped:
         result["trial/stopped_early"] = 1.0
+    result["time/trial_s"] = time.perf_counter() - started  # this attempt's own time, start to final result
     ctx.report(result, {rs.FINAL: json.dumps(result), rs.META: json.dumps({"epoch": epoch}),
                         **_table_files(table, f"{cfg.name} {ctx.label}")})
 

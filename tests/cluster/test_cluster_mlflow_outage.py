@@ -15,7 +15,9 @@ from cluster_helpers import base_env, free_port, stop_group, tiny_sweep, write_y
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
-LONG, SHORT = 300, 20  # epochs of 0.1 s: the first sweep outlasts the outage, the second does not
+# epochs of 0.1 s: the first sweep outlasts the outage and the outbox's retries after it (1, 2, 4, ... s apart),
+# the second does not outlast the outage
+LONG, SHORT = 600, 20
 
 
 def start_server(folder: Path, port: int) -> subprocess.Popen[Any]:

@@ -93,7 +93,7 @@ def test_sweep_with_s3_storage_shares_dataset_and_generator(workdir: Path, s3: d
     events = [json.loads(line) for line in _read(fs, f"{gen}/events.jsonl").splitlines() if line.strip()]
     assert [e["event"] for e in events] == ["started", "finished"], events  # trained once, never twice
     assert "sweeps/s3-sweep/sweep.json" in files and "sweeps/s3-sweep/config.yaml" in files
-    assert any(f.startswith("sweeps/s3-sweep/tune/experiment_state") for f in files), files  # Tune's state
+    assert any(f.startswith("sweeps/s3-sweep/tune/s3-sweep-") and "/experiment_state" in f for f in files), files
     meta = json.loads(_read(fs, f"{root}/sweeps/s3-sweep/sweep.json"))
     assert meta["tune_path"] == f"s3://{BUCKET}/sweeps/sweeps/s3-sweep/tune"
 

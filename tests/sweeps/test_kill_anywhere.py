@@ -103,9 +103,6 @@ def _check_done(storage: Path, name: str, repeats: int) -> None:
         assert "test/balanced_acc" in r.data.metrics
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage}/sweeps/{name}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * configs
-    # a trial the kill interrupted went on from its last checkpoint instead of starting over
-    starts = [max(m.value for m in client.get_metric_history(r.info.run_id, "trial/start_epoch")) for r in trials]
-    assert max(starts) >= 1, starts
     # every checkpoint was kept while the sweep ran; at its end each trial keeps only its newest
     tune = storage / "sweeps" / name / "tune"
     assert all(len(list(d.glob("checkpoint_*"))) <= 1 for d in tune.glob("*/trial_*"))

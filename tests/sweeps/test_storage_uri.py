@@ -80,10 +80,9 @@ def test_lock_table_leases() -> None:
 TWO_NODES = """
 import json, os, sys
 import ray, torch
-from gitlib.configs import from_dict
-from sweeps.config import SweepConfig
+from sweeps.config import build
 
-cfg = from_dict(SweepConfig, json.loads(sys.argv[1]))
+cfg = build(json.loads(sys.argv[1]))
 uri = sys.argv[2]
 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 
