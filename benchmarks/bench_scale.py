@@ -79,13 +79,14 @@ def one(storage: Path, trials: int, mode: str, tracking: str | None) -> dict[str
 
     from benchmarks.bench_sweep import CpuWatch
     from sweeps import connect, driver
+    from sweeps.kinds import kind_of
     from sweeps.paths import find_sweep
     from sweeps.results import read_index
 
     os.environ["GITSWEEP_NUM_CPUS"] = str(CONCURRENCY)
     cfg = config(storage, trials, mode, tracking)
     snapshots = _timed_snapshots()
-    connect.connect_ray(None)
+    connect.connect_ray(None, kind_of("synthetic").preload)
     try:
         watch = CpuWatch()
         watch.start()

@@ -133,11 +133,12 @@ def sweep(cfg) -> SweepTiming:
     import ray
 
     from sweeps import connect, driver, worker_procs
+    from sweeps.kinds import kind_of
     from sweeps.paths import find_sweep
 
     os.environ["GITSWEEP_NUM_CPUS"] = str(CONCURRENCY)
     t0 = time.perf_counter()
-    connect.connect_ray(None)
+    connect.connect_ray(None, kind_of("classifier").preload)
     startup = time.perf_counter() - t0
     try:
         pids = worker_procs.wait_until_idle(CONCURRENCY)

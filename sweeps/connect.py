@@ -24,13 +24,13 @@ from gitlib.errors import ConfigError, UserError
 from sweeps import env, worker_procs
 from sweeps.config import SweepConfig
 
-# What a trial imports, imported by the workers Ray prestarts with a local cluster while the driver sets
-# the sweep up (torch._dynamo: the first torch.optim optimizer imports it lazily, 1.4 s on 2 cores; ray.tune:
-# unpickling the trial actor's class imports it, 1.2 s).
-WORKER_PRELOAD = ("torch", "torch._dynamo", "ray.tune", "pyarrow.parquet", "sweeps.trials.entry",
-                  "sweeps.trials.classifier", "gitlib.data.builds", "gitlib.models.munit",
-                  "matplotlib.backends.backend_agg",  # the final figures
-                  "sweeps.worker_ready")  # last: marks the worker as done
+# What every trial imports, imported by the workers Ray prestarts with a local cluster while the driver
+# sets the sweep up (ray.tune: unpickling the trial actor's class imports it, 1.2 s on 2 cores); then what
+# the sweep's trial kind imports (its record's `preload`: torch for the classifier, 3 s a worker, nothing
+# of it for the synthetic kind); sweeps.worker_ready last, to mark the worker as done.
+WORKER_PRELOAD = ("ray.tune", "pyarrow.parquet", "sweeps.trials.entry",
+                  "matplotlib.backends.backend_agg")  # the final figures
+READY = "sweeps.worker_ready"
 
 # Ray keeps at most as many idle workers as the node has CPUs *available*, and kills the rest once idle
 # for idle_worker_killing_time_threshold_ms (default 1 s). Tune reserves a trial's CPUs in a placement
@@ -103,8 +103,9 @@ def tune_settings() -> None:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
-def connect_ray(address: str | None) -> bool:
-    """Connect to `address` / RAY_ADDRESS, else start a quiet local Ray on loopback. True if we started it."""
+def connect_ray(address: str | None, preload: tuple[str, ...] = ()) -> bool:
+    """Connect to `address` / RAY_ADDRESS, else start a quiet local Ray on loopback whose prestarted
+    workers import WORKER_PRELOAD and `preload` (the trial kind's). True if we started it."""
     import ray
 
     if ray.is_initialized():
@@ -119,7 +120,7 @@ def connect_ray(address: str | None) -> bool:
         # would then lose the CPU to everything else. A cluster keeps its own setting.
         os.environ.setdefault("RAY_worker_niceness", "0")
         os.environ[env.WORKERS_READY] = str(worker_procs.fresh_ready_dir())  # inherited by the local workers
-        system = {"preload_python_modules": list(WORKER_PRELOAD),
+        system = {"preload_python_modules": list(dict.fromkeys([*WORKER_PRELOAD, *preload, READY])),
                   "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                  num_cpus=env.local_num_cpus(), _system_config=system, **quiet)  # type: ignore[arg-type]

@@ -112,7 +112,7 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
         where = sweep_paths(cfg.name, cfg.storage)
     chatter = connect.quiet_logs()
     with connect.captured(chatter):
-        started = connect.connect_ray(address)
+        started = connect.connect_ray(address, kind_of(cfg.trial).preload)
     try:
         connect.check_resources(cfg)
         _stop_list(cfg)
@@ -149,7 +149,7 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     meta = load_meta(where)
     chatter = connect.quiet_logs()
     with connect.captured(chatter):
-        started = connect.connect_ray(address)
+        started = connect.connect_ray(address, kind_of(cfg.trial).preload)
     connect.log_to(chatter, where.log)  # after connecting: a failed connection writes nothing
     try:
         connect.check_resources(cfg)

@@ -66,6 +66,8 @@ class TrialKind:
             m.endswith("/") and metric.startswith(m) for m in self.metrics)
     report: str | None = None  # "module:function" (cfg, groups, out folder) -> text: an extra report part
     check: Callable[[Any], None] | None = None  # (cfg) -> None: its rules across config sections
+    # modules its trials import, which a local Ray's prestarted workers import before the first trial
+    preload: tuple[str, ...] = ()
 
     def is_series(self, key: str) -> bool:
         """Whether a result key is a per-step series; the rest describe the final model (MLflow step 0)."""
@@ -93,20 +95,24 @@ CLASSIFIER = TrialKind(
                       ("classifier.augment", "classifier.gen_frac", "classifier.git_start_epoch",
                        "classifier.git_threshold", "generator."), "GIT - baseline"),
     metrics=("test/acc", "test/balanced_acc", "test/many_acc", "test/medium_acc", "test/few_acc", "ekld/mean",
-             "ekld/head", "ekld/tail", "ekld/size_spearman", "consistency/mean", "probe/"), check=_classifier_check)
+             "ekld/head", "ekld/tail", "ekld/size_spearman", "consistency/mean", "probe/"), check=_classifier_check,
+    # torch._dynamo: the first torch.optim optimizer imports it lazily, 1.4 s on 2 cores
+    preload=("torch", "torch._dynamo", "sweeps.trials.classifier", "gitlib.data.builds", "gitlib.models.munit"))
 
 GENERATOR = TrialKind(
     body="sweeps.trials.generator:generator_trial", length="generator.iterations", step="iteration",
     reads=("dataset", "generator"), series=("loss/",), result_files=(rs.FINAL, rs.SAMPLES_PNG),
     figures=(rs.SAMPLES_PNG,), data=True, progress=("loss/gen_total",),
     headline=("diversity/ratio", "preservation/small", "preservation/all"),
-    metrics=("diversity/", "preservation/", "time/"))
+    metrics=("diversity/", "preservation/", "time/"),
+    preload=("torch", "torch._dynamo", "sweeps.trials.generator", "gitlib.data.builds", "gitlib.models.munit"))
 
 MSR = TrialKind(
     body="sweeps.trials.msr:msr_trial", length="msr.outer_steps", step="step", section="msr",
     section_type=MsrConfig, series=("meta_train/", "meta_test/"), result_files=(rs.FINAL, rs.SHARING_PNG),
     figures=(rs.SHARING_PNG,), progress=("meta_test/mse",), headline=("meta_test/mse", "msr/equivariance_error"),
-    metrics=("meta_test/mse", "meta_test/mse_ci95", "msr/"), report="sweeps.report.msr:msr_table")
+    metrics=("meta_test/mse", "meta_test/mse_ci95", "msr/"), report="sweeps.report.msr:msr_table",
+    preload=("torch", "torch._dynamo", "sweeps.trials.msr"))
 
 SYNTHETIC = TrialKind(
     body="sweeps.trials.synthetic:synthetic_trial", length="synthetic.epochs", section="synthetic",
@@ -114,7 +120,7 @@ SYNTHETIC = TrialKind(
     result_files=(rs.FINAL, rs.PER_CLASS, rs.EKLD_PNG), figures=(rs.EKLD_PNG,), stoppable=True,
     progress=("val/balanced_acc",), headline=("test/balanced_acc", "ekld/head", "ekld/tail"),
     metrics=("test/acc", "test/balanced_acc", "test/many_acc", "test/few_acc", "ekld/mean", "ekld/head",
-             "ekld/tail", "val/balanced_acc"))
+             "ekld/tail", "val/balanced_acc"), preload=("sweeps.trials.synthetic",))
 
 TRIAL_KINDS: Registry[TrialKind] = Registry("trial", {
     "classifier": CLASSIFIER,
