@@ -1,5 +1,6 @@
 """Generator quality: label preservation can fail (untrained generator ~ chance), diversity is 1.0 for the
-true nuisance and 0 for the identity."""
+true nuisance and 0 for the identity; the invariant judge recognises the true nuisance where the plain one
+does not."""
 
 from __future__ import annotations
 
@@ -116,6 +117,7 @@ def rotated(tmp_path_factory: pytest.TempPathFactory) -> BuiltDataset:
     return get_dataset(spec, tmp_path_factory.mktemp("rot"))
 
 
+@pytest.mark.slow
 def test_invariant_judge_recognises_the_true_nuisance_on_small_classes(rotated: BuiltDataset) -> None:
     # The plain judge has seen a small class at a few angles only and calls many of its images, turned
     # afresh, wrong; the judge trained with the nuisance recognises them: it measures whether a generator
