@@ -135,6 +135,9 @@ class GeneratorConfig:
 
     # Fields that only decide how a run is checkpointed or evaluated, not the weights it ends with.
     EVAL_ONLY = ("checkpoint_every", "eval_samples", "judge_iterations")
+    # Fields added after generators were first stored: at their defaults they leave the weights as they
+    # were, so a stored generator's address leaves them out there and older generators keep theirs.
+    ADDED_LATER = ("style_warp", "div_w")
 
     @property
     def arch(self) -> MunitArch:
