@@ -149,9 +149,10 @@ class AffineWarp(nn.Module):
     MAX_SHEAR = 0.3
     MAX_SHIFT = 0.15  # in units of half the image side
 
-    def __init__(self, style_dim: int, hidden: int, mode: str = "bicubic") -> None:
+    MODE = "bicubic"  # resampling, as the rotation nuisance turns the data (bilinear blurs more)
+
+    def __init__(self, style_dim: int, hidden: int) -> None:
         super().__init__()
-        self.mode = mode  # resampling; bicubic as the rotation nuisance turns the data (bilinear blurs more)
         last = nn.Linear(hidden, 6)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
@@ -182,7 +183,7 @@ class AffineWarp(nn.Module):
         theta = self.matrix(style, (images.shape[-2], images.shape[-1]))
         with torch.autocast(images.device.type, enabled=False):
             grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
-            out = F.grid_sample(images.float(), grid, mode=self.mode, padding_mode="zeros", align_corners=False)
+            out = F.grid_sample(images.float(), grid, mode=self.MODE, padding_mode="zeros", align_corners=False)
         return out.clamp(0.0, 1.0)  # bicubic overshoots; the nuisance clamps the data the same way
 
 

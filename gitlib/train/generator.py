@@ -6,6 +6,8 @@ class), so the shared generator sees the small classes as often as the large one
 variety it learns still comes mostly from the large classes' many images. The two independent batches
 x_a and x_b of MUNIT are stacked into one batch of 2 * batch_size: with one shared generator and
 discriminator, that is MUNIT's loss on both domains (halved, which Adam does not see) in half the calls.
+A generator with a style warp (`generator.style_warp`) reads content back before the warp and may add the
+warp's diversity term (`generator.div_w`); docs/science.md, "Rotation", says why.
 """
 
 from __future__ import annotations
