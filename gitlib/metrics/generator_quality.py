@@ -150,9 +150,10 @@ def generator_quality(augmenter: Augmenter, data: BuiltDataset, classifier: nn.M
     """Both measures on `data`'s training set, flat keys ready to log:
     `preservation/{all,small,real_all,real_small}` and (with a nuisance) `diversity/{ratio,...}`.
 
-    With a nuisance also `diversity/nuisance_ratio`, the same measure of the true nuisance on the same
-    sources: the most the estimate can say for this data (for a full-circle rotation about 0.6, not 1:
-    the circular spread of `styles` draws is biased low, that of the whole training set is not). With
+    With a nuisance also `diversity/nuisance_ratio`, the same measure of the true nuisance applied to
+    clean (untransformed) test images drawn class-balanced, i.e. of a perfect nuisance sampler: what the
+    estimate gives at best on this data (for a full-circle rotation about 0.6, not 1: the circular spread
+    of `styles` draws is biased low, that of the whole training set is not). With
     `invariant_judge` (a judge trained with the true nuisance, `train_reference_classifier(augment=...)`)
     also `preservation/invariant_{all,small}`: the same generated images judged by it. The plain judge
     has seen a small class at the few nuisance values its images carry, so it can call a faithful
@@ -169,7 +170,10 @@ def generator_quality(augmenter: Augmenter, data: BuiltDataset, classifier: nn.M
         div_x, _ = balanced_sources(data, diversity_sources, seed + 2)
         div = nuisance_diversity(augmenter, div_x, data.train_x, nuisance, seeded_rng(seed + 3, device),
                                  styles=styles, device=device)
-        ref = nuisance_diversity(nuisance, div_x, data.train_x, nuisance, seeded_rng(seed + 3, device),
+        # Clean sources: the training images carry a nuisance draw already, which some nuisances cannot
+        # redraw (background fills only pixels that are exactly 0).
+        clean = data.test_x[BalancedSampler(data.test_y, data.num_classes)(diversity_sources, seeded_rng(seed + 2))]
+        ref = nuisance_diversity(nuisance, clean, data.train_x, nuisance, seeded_rng(seed + 3, device),
                                  styles=styles, device=device)
         out.update({"diversity/ratio": div["diversity"], "diversity/spread_generated": div["spread_generated"],
                     "diversity/spread_real": div["spread_real"], "diversity/nuisance_ratio": ref["diversity"]})
