@@ -107,9 +107,14 @@ def nuisance_diversity(augmenter: Augmenter, images: torch.Tensor, reference: to
 
 
 def train_reference_classifier(data: BuiltDataset, seed: int, device: torch.device | str = "cpu",
-                               iterations: int = 600, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
+                               iterations: int = 600, batch_size: int = 64, lr: float = 2e-3,
+                               augment: Augmenter | None = None) -> nn.Module:
     """A quick judge for label preservation: resnet_small trained on the real training set with
-    class-balanced batches (resampling, so the small classes are recognised too), Adam, cosine lr."""
+    class-balanced batches (resampling, so the small classes are recognised too), Adam, cosine lr.
+
+    With `augment` (the true nuisance) every batch is transformed afresh: a judge invariant to the nuisance
+    on every class, the small ones included, which the plain judge is not (it has seen a small class at
+    the few nuisance values its images carry)."""
     from gitlib.models.resnet import build_classifier
 
     device = torch.device(device)
@@ -128,7 +133,10 @@ def train_reference_classifier(data: BuiltDataset, seed: int, device: torch.devi
     rng = seeded_rng(seed, device)
     for _ in range(iterations):
         idx = sampler(batch_size, rng)
-        loss = F.cross_entropy(model(x[idx].float() / 255), y[idx])
+        xb = x[idx].float() / 255  # (batch, C, H, W)
+        if augment is not None:
+            xb = augment.sample(xb, rng)
+        loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -138,17 +146,35 @@ def train_reference_classifier(data: BuiltDataset, seed: int, device: torch.devi
 
 def generator_quality(augmenter: Augmenter, data: BuiltDataset, classifier: nn.Module, nuisance: Any | None,
                       seed: int, eval_samples: int = 500, diversity_sources: int = 50, styles: int = 16,
-                      device: torch.device | str = "cpu") -> dict[str, float]:
+                      device: torch.device | str = "cpu", invariant_judge: nn.Module | None = None) -> dict[str, float]:
     """Both measures on `data`'s training set, flat keys ready to log:
-    `preservation/{all,small,real_all,real_small}` and (with a nuisance) `diversity/{ratio,...}`."""
+    `preservation/{all,small,real_all,real_small}` and (with a nuisance) `diversity/{ratio,...}`.
+
+    With a nuisance also `diversity/nuisance_ratio`, the same measure of the true nuisance applied to
+    clean (untransformed) test images drawn class-balanced, i.e. of a perfect nuisance sampler: what the
+    estimate gives at best on this data (for a full-circle rotation about 0.6, not 1: the circular spread
+    of `styles` draws is biased low, that of the whole training set is not). With
+    `invariant_judge` (a judge trained with the true nuisance, `train_reference_classifier(augment=...)`)
+    also `preservation/invariant_{all,small}`: the same generated images judged by it. The plain judge
+    has seen a small class at the few nuisance values its images carry, so it can call a faithful
+    transform of a small-class image wrong (for full-circle rotation it does so for most of them)."""
     device = torch.device(device)
     src_x, src_y = balanced_sources(data, eval_samples, seed)
     out = {f"preservation/{k}": v for k, v in label_preservation(
         augmenter, classifier, src_x, src_y, data.class_counts, seeded_rng(seed + 1, device)).items()}
+    if invariant_judge is not None:  # the same styles (same rng seed), another judge
+        inv = label_preservation(augmenter, invariant_judge, src_x, src_y, data.class_counts,
+                                 seeded_rng(seed + 1, device))
+        out.update({"preservation/invariant_all": inv["all"], "preservation/invariant_small": inv["small"]})
     if nuisance is not None and getattr(nuisance, "name", "") != "none":
         div_x, _ = balanced_sources(data, diversity_sources, seed + 2)
         div = nuisance_diversity(augmenter, div_x, data.train_x, nuisance, seeded_rng(seed + 3, device),
                                  styles=styles, device=device)
+        # Clean sources: the training images carry a nuisance draw already, which some nuisances cannot
+        # redraw (background fills only pixels that are exactly 0).
+        clean = data.test_x[BalancedSampler(data.test_y, data.num_classes)(diversity_sources, seeded_rng(seed + 2))]
+        ref = nuisance_diversity(nuisance, clean, data.train_x, nuisance, seeded_rng(seed + 3, device),
+                                 styles=styles, device=device)
         out.update({"diversity/ratio": div["diversity"], "diversity/spread_generated": div["spread_generated"],
-                    "diversity/spread_real": div["spread_real"]})
+                    "diversity/spread_real": div["spread_real"], "diversity/nuisance_ratio": ref["diversity"]})
     return out

@@ -4,6 +4,7 @@ without loading the models)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from gitlib.configs import join, require
 from gitlib.registry import Registry
@@ -28,6 +29,9 @@ class MunitArch:
     dis_dim: int = 16
     dis_layers: int = 2  # stride-2 convs per discriminator scale
     dis_scales: int = 2
+    # What else the style controls: "none" = AdaIN statistics only (the paper's MUNIT); "affine" = also
+    # one affine warp per image (rotation, scale, shear, shift) that the decoder applies to its output.
+    style_warp: Literal["none", "affine"] = "none"
 
     def validate(self, prefix: str = "generator") -> None:
         k = lambda name: join(prefix, name)  # noqa: E731

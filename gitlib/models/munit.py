@@ -134,6 +134,59 @@ class Decoder(nn.Module):
                 m.scale = m.shift = None
 
 
+class AffineWarp(nn.Module):
+    """Style -> one affine warp per image, applied to the decoded image (`style_warp: affine`).
+
+    AdaIN statistics change intensity and texture but cannot move strokes; this head lets the style turn,
+    scale, shear and shift the image. An MLP makes six numbers u from the style: the rotation is the
+    direction of (1 + u0, u1), so any angle on the full circle is reachable and a style code spread
+    around the origin gives angles spread around the circle; log-scale, shear and shift are bounded by
+    tanh so that no style can shrink or push the content out of the frame. The last layer starts at
+    zero: at initialisation the warp is the identity and training starts from the plain MUNIT.
+    """
+
+    MAX_LOG_SCALE = 0.25  # scale within [e^-0.25, e^0.25] = [0.78, 1.28]
+    MAX_SHEAR = 0.3
+    MAX_SHIFT = 0.15  # in units of half the image side
+
+    MODE = "bicubic"  # resampling, as the rotation nuisance turns the data (bilinear blurs more)
+
+    def __init__(self, style_dim: int, hidden: int) -> None:
+        super().__init__()
+        last = nn.Linear(hidden, 6)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(nn.Linear(style_dim, hidden), nn.ReLU(inplace=True), last)
+
+    def matrix(self, style: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, style_dim) -> (B, 2, 3) output -> input maps in affine_grid's [-1, 1] coordinates."""
+        with torch.autocast(style.device.type, enabled=False):  # float32 under AMP: angles need the precision
+            u = self.mlp(style.float())  # (B, 6)
+        h, w = size
+        a, b = 1 + u[:, 0], u[:, 1]
+        r = torch.sqrt((a * a + b * b).clamp_min(1e-6))  # the direction is undefined at (0, 0): no inf there
+        cos, sin = a / r, b / r
+        scale = torch.exp(self.MAX_LOG_SCALE * torch.tanh(u[:, 2]))
+        shear = self.MAX_SHEAR * torch.tanh(u[:, 3])
+        shift = self.MAX_SHIFT * torch.tanh(u[:, 4:6])  # (B, 2)
+        # Rotation after shear, all times scale, in pixel units (so a turn stays a turn on non-square
+        # images), then to normalised coordinates: x_norm = x_px * (2 / w), y_norm = y_px * (2 / h).
+        m00, m01 = scale * cos, scale * (cos * shear - sin)
+        m10, m11 = scale * sin, scale * (sin * shear + cos)
+        row0 = torch.stack([m00, m01 * (h / w), shift[:, 0]], dim=1)
+        row1 = torch.stack([m10 * (w / h), m11, shift[:, 1]], dim=1)
+        return torch.stack([row0, row1], dim=1)  # (B, 2, 3)
+
+    def forward(self, images: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Warp images (B, C, H, W) in [0, 1] by their styles (B, style_dim); outside the frame is 0, as the
+        rotation nuisance fills it."""
+        theta = self.matrix(style, (images.shape[-2], images.shape[-1]))
+        with torch.autocast(images.device.type, enabled=False):
+            grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
+            out = F.grid_sample(images.float(), grid, mode=self.MODE, padding_mode="zeros", align_corners=False)
+        return out.clamp(0.0, 1.0)  # bicubic overshoots; the nuisance clamps the data the same way
+
+
 class Munit(nn.Module):
     """The MUNIT generator (content encoder, style encoder, decoder) on images in [0, 1].
 
@@ -151,6 +204,8 @@ class Munit(nn.Module):
         self.style_encoder = StyleEncoder(in_channels, cfg.dim, cfg.style_downsample, cfg.style_dim)
         self.decoder = Decoder(in_channels, self.content_encoder.out_channels, cfg.n_downsample, cfg.n_res,
                                cfg.style_dim, cfg.mlp_dim)
+        # Built last and only when asked for: the default model keeps its parameters and its random init draws.
+        self.warp = AffineWarp(cfg.style_dim, cfg.mlp_dim) if cfg.style_warp == "affine" else None
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """Replicate-pad (B, C, H, W) on the bottom / right to a multiple of 2**n_downsample."""
@@ -163,11 +218,18 @@ class Munit(nn.Module):
         x = images * 2 - 1
         return self.content_encoder(self._pad(x)), self.style_encoder(x)
 
-    def decode(self, content: torch.Tensor, style: torch.Tensor,
-               size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Content + style -> images (B, C, H, W) in [0, 1], cropped to `size` (H, W) when given."""
+    def decode(self, content: torch.Tensor, style: torch.Tensor, size: tuple[int, int] | None = None,
+               warp: bool = True) -> torch.Tensor:
+        """Content + style -> images (B, C, H, W) in [0, 1], cropped to `size` (H, W) when given, then
+        warped by the style if the model has a warp and `warp` is true (see `warp_images`)."""
         y = (self.decoder(content, style) + 1) / 2
-        return y if size is None else y[..., : size[0], : size[1]]
+        y = y if size is None else y[..., : size[0], : size[1]]
+        return self.warp_images(y, style) if warp else y
+
+    def warp_images(self, images: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The style's geometric step on decoded (and cropped: it turns about the image's centre) images
+        (B, C, H, W); the identity for a model without a warp."""
+        return images if self.warp is None else self.warp(images, style).to(images.dtype)
 
     def random_style(self, n: int, rng: torch.Generator) -> torch.Tensor:
         """(n, style_dim) styles from N(0, I), drawn from `rng` (on its device)."""

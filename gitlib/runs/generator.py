@@ -68,7 +68,11 @@ def train_generator(cfg: GeneratorConfig, data: BuiltDataset, seed: int, device:
 
 def generator_metrics(model: Munit, cfg: GeneratorConfig, data: BuiltDataset, seed: int,
                       device: torch.device) -> dict[str, float]:
-    """Label preservation (judged by a classifier trained for cfg.judge_iterations) and nuisance diversity."""
+    """Label preservation (judged by classifiers trained for cfg.judge_iterations: one on the real training
+    set, and with a nuisance one trained with it too, invariant to it) and nuisance diversity."""
     nuisance = nuisance_for_spec(data.spec) if data.spec.nuisance != "none" else None
     judge = train_reference_classifier(data, seed, device, iterations=cfg.judge_iterations)
-    return generator_quality(model, data, judge, nuisance, seed, eval_samples=cfg.eval_samples, device=device)
+    invariant = None if nuisance is None else train_reference_classifier(
+        data, seed, device, iterations=cfg.judge_iterations, augment=nuisance)
+    return generator_quality(model, data, judge, nuisance, seed, eval_samples=cfg.eval_samples, device=device,
+                             invariant_judge=invariant)

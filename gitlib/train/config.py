@@ -121,6 +121,7 @@ class GeneratorConfig:
     dis_dim: int = 16
     dis_layers: int = 2  # stride-2 convs per discriminator scale
     dis_scales: int = 2
+    style_warp: Literal["none", "affine"] = "none"  # "affine": the style also warps the decoded image
     iterations: int = 800
     batch_size: int = 16
     lr: float = 5e-4
@@ -131,6 +132,7 @@ class GeneratorConfig:
     recon_x_w: float = 10.0
     recon_s_w: float = 5.0  # paper: 1; the small CPU model needs 5 to use its style code
     recon_c_w: float = 1.0
+    div_w: float = 0.0  # weight of the warp's diversity term (needs style_warp); 0 = MUNIT's losses only
     checkpoint_every: int = 100  # iterations between checkpoints
     eval_samples: int = 500  # generated images for label preservation / diversity
     judge_iterations: int = 600  # training steps of the classifier that judges label preservation
@@ -138,6 +140,9 @@ class GeneratorConfig:
 
     # Fields that only decide how a run is checkpointed or evaluated, not the weights it ends with.
     EVAL_ONLY = ("checkpoint_every", "eval_samples", "judge_iterations")
+    # Fields added after generators were first stored: at their defaults they leave the weights as they
+    # were, so a stored generator's address leaves them out there and older generators keep theirs.
+    ADDED_LATER = ("style_warp", "div_w")
 
     @property
     def arch(self) -> MunitArch:
@@ -150,6 +155,9 @@ class GeneratorConfig:
         require(self.batch_size >= 1, k("batch_size"), "must be >= 1")
         require(0 < self.lr <= 1, k("lr"), f"must be in (0, 1], got {self.lr}")
         require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, k("beta1"), "betas must be in [0, 1)")
+        require(self.div_w >= 0, k("div_w"), f"must be >= 0, got {self.div_w}")
+        require(self.div_w == 0 or self.style_warp != "none", k("div_w"),
+                "trains the style warp: set generator.style_warp too")
         require(self.checkpoint_every >= 1, k("checkpoint_every"), "must be >= 1")
         require(self.eval_samples >= 10, k("eval_samples"), "must be >= 10")
         require(self.judge_iterations >= 1, k("judge_iterations"), "must be >= 1")

@@ -6,6 +6,8 @@ class), so the shared generator sees the small classes as often as the large one
 variety it learns still comes mostly from the large classes' many images. The two independent batches
 x_a and x_b of MUNIT are stacked into one batch of 2 * batch_size: with one shared generator and
 discriminator, that is MUNIT's loss on both domains (halved, which Adam does not see) in half the calls.
+A generator with a style warp (`generator.style_warp`) reads content back before the warp and may add the
+warp's diversity term (`generator.div_w`); docs/science.md, "Rotation", says why.
 """
 
 from __future__ import annotations
@@ -23,12 +25,26 @@ from gitlib.device import Precision, seeded_rng
 from gitlib.models.munit import MsDiscriminator, Munit, build_munit
 from gitlib.train.config import GeneratorConfig
 
-LOSS_KEYS = ("gen_total", "gen_adv", "recon_x", "recon_s", "recon_c", "dis")
+LOSS_KEYS = ("gen_total", "gen_adv", "recon_x", "recon_s", "recon_c", "div", "dis")
 
 
 def lsgan_loss(scores: list[torch.Tensor], target: float) -> torch.Tensor:
     """Least-squares GAN loss, summed over discriminator scales."""
     return torch.stack([torch.mean((s.float() - target) ** 2) for s in scores]).sum()
+
+
+def diversity_loss(fake: torch.Tensor, fake2: torch.Tensor, z: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Mode-seeking term (after Mao et al. 2019, "MSGAN"): minus the L1 distance of two translations of
+    one image (B, C, H, W) per unit of L1 distance of their styles (B, style_dim), averaged over the batch.
+
+    Minimised, it makes different styles give different images. MUNIT's style reconstruction does that
+    only for what the style encoder can read back off one image; on a data set whose images already come
+    in every orientation, an orientation carries no trace of the style that made it, so nothing in
+    MUNIT's losses asks a style warp to turn anything.
+    """
+    image_dist = (fake.float() - fake2.float()).abs().flatten(1).mean(1)  # (B,)
+    style_dist = (z.float() - z2.float()).abs().mean(1)  # (B,)
+    return -(image_dist / style_dist.clamp_min(1e-3)).mean()
 
 
 class MunitTrainer:
@@ -64,24 +80,50 @@ class MunitTrainer:
         idx = torch.cat([self.sampler(self.cfg.batch_size, self.rng), self.sampler(self.cfg.batch_size, self.rng)])
         return self.x[idx].float() / 255
 
-    def step(self) -> dict[str, float]:
-        """One generator update then one discriminator update; returns the losses."""
+    def _generator_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MUNIT's losses on the batch x (2B, C, H, W) (and the warp's diversity term when div_w > 0): the
+        translations (2B, C, H, W) and the named losses, `gen_total` their weighted sum.
+
+        Without a warp the operations run in the order they always did: the default generator's weights
+        stay bit-identical to those of the code before the warp existed."""
         cfg, m = self.cfg, self.model
-        x = self._batch()  # (2B, C, H, W)
         n, size = x.shape[0], (x.shape[-2], x.shape[-1])
         z = m.random_style(n, self.rng)  # (2B, style_dim) ~ N(0, I)
-
-        with self.precision.autocast():
-            content, style = m.encode(x)
-            # One decoder call for both the reconstruction (own style) and the translation (random style).
-            out = m.decode(torch.cat([content, content]), torch.cat([style, z]), size)
-            recon, fake = out[:n], out[n:]  # (2B, C, H, W) each
+        content, style = m.encode(x)
+        # One decoder call for both the reconstruction (own style) and the translation (random style),
+        # then the style's warp, if any.
+        rendered = m.decode(torch.cat([content, content]), torch.cat([style, z]), size, warp=False)
+        out = m.warp_images(rendered, torch.cat([style, z]))
+        recon, fake = out[:n], out[n:]  # (2B, C, H, W) each
+        if m.warp is None:
             content_re, style_re = m.encode(fake)
-            loss_x = F.l1_loss(recon.float(), x)
-            loss_s = F.l1_loss(style_re.float(), z)
-            loss_c = F.l1_loss(content_re.float(), content.float())
-            loss_adv = lsgan_loss(self.dis(fake), 1.0)
-            total = cfg.gan_w * loss_adv + cfg.recon_x_w * loss_x + cfg.recon_s_w * loss_s + cfg.recon_c_w * loss_c
+        else:
+            # Content is read back before the warp: a convolutional encoder is not invariant to turns,
+            # and asking it to be (through this loss) pins the warp at the identity.
+            content_re, style_re = m.encode(rendered[n:])[0], m.encode(fake)[1]
+        losses = {"recon_x": F.l1_loss(recon.float(), x), "recon_s": F.l1_loss(style_re.float(), z),
+                  "recon_c": F.l1_loss(content_re.float(), content.float())}
+        losses["gen_adv"] = lsgan_loss(self.dis(fake), 1.0)
+        losses["gen_total"] = (cfg.gan_w * losses["gen_adv"] + cfg.recon_x_w * losses["recon_x"]
+                               + cfg.recon_s_w * losses["recon_s"] + cfg.recon_c_w * losses["recon_c"])
+        losses["div"] = x.new_zeros(())
+        if cfg.div_w > 0:
+            # Two warps (random styles z, z2) of one rendered image, detached: the term trains the warp
+            # head alone, so that the AdaIN path keeps what MUNIT's losses make of it.
+            z2 = m.random_style(n, self.rng)  # drawn only here: the default run's random stream is unchanged
+            still = rendered[n:].detach()
+            losses["div"] = diversity_loss(m.warp_images(still, z), m.warp_images(still, z2), z, z2)
+            losses["gen_total"] = losses["gen_total"] + cfg.div_w * losses["div"]
+        return fake, losses
+
+    def step(self) -> dict[str, float]:
+        """One generator update then one discriminator update; returns the losses."""
+        cfg = self.cfg
+        x = self._batch()  # (2B, C, H, W)
+        n = x.shape[0]
+        with self.precision.autocast():
+            fake, losses = self._generator_losses(x)
+        total = losses["gen_total"]
         self.opt_gen.zero_grad(set_to_none=True)
         self.scaler_gen.scale(total).backward()
         self.scaler_gen.step(self.opt_gen)
@@ -96,7 +138,8 @@ class MunitTrainer:
         self.scaler_dis.update()
 
         self.iteration += 1
-        vals = torch.stack([total, loss_adv, loss_x, loss_s, loss_c, loss_d]).detach().float().cpu()
+        losses["dis"] = loss_d
+        vals = torch.stack([losses[k].float() for k in LOSS_KEYS]).detach().cpu()
         return dict(zip(LOSS_KEYS, vals.tolist(), strict=True))
 
     def train(self, iterations: int, on_log: Callable[[dict[str, float]], None] | None = None,

@@ -83,7 +83,9 @@ class StoredGenerator:
 
 def generator_digest(dataset_digest: str, cfg: GeneratorConfig) -> str:
     """Content address: the built data set, the generator config (what decides its weights) and the seed policy."""
-    weights = {k: v for k, v in to_dict(cfg).items() if k not in GeneratorConfig.EVAL_ONLY}
+    defaults = to_dict(GeneratorConfig())
+    weights = {k: v for k, v in to_dict(cfg).items() if k not in GeneratorConfig.EVAL_ONLY
+               and not (k in GeneratorConfig.ADDED_LATER and v == defaults[k])}
     blob = json.dumps({"dataset": dataset_digest, "generator": weights, "seed": SEED_POLICY,
                        "version": STORE_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
