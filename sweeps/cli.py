@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="groups A of a paired contrast (default: GIT against its baseline)")
             p.add_argument("--vs", metavar="KEY=VALUE[,KEY=VALUE]", help="groups B of the contrast")
             p.add_argument("--group-by", metavar="KEY", help="bias correlations within each value of a searched key")
+            p.add_argument("--population", choices=("trials", "groups"),
+                           help="the models the bias correlations run over (default: groups with repeats, "
+                                "else trials)")
 
     sync = sub.add_parser("sync", help="write what MLflow lacks of a sweep (after its server was away)")
     _sweep_args(sync)
