@@ -86,8 +86,9 @@ def _callback(cfg: SweepConfig, where: SweepPaths, tracker: Any, verbose: bool) 
     kind = kind_of(cfg.trial)
     index = TrialIndex(where, kind.result_files)
     objectives: list[tuple[str, str]] = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
+    store = None if paths.storage_uri(cfg.storage) else paths.local_root(cfg.storage)  # generators in training
     progress = Progress(configurations(cfg.search) * cfg.search.repeats, objectives, cfg.trial, cfg.search.repeats,
-                        verbose, steps_of(kind, cfg), cfg.search.racing is not None)
+                        verbose, steps_of(kind, cfg), cfg.search.racing is not None, store)
     progress.done.update({r.trial_id: r.last for r in index.records.values()
                           if r.status == "TERMINATED" and not r.stopped_by_race})
     progress.stopped_by_race.update(r.trial_id for r in index.records.values() if r.stopped_by_race)
