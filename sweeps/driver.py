@@ -156,9 +156,11 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
         connect.check_resources(cfg)
         _stop_list(cfg)
         tracker = tracker_for(cfg, meta["parent_run_id"])
-        tracker.open_parent(where.config.read_text())
         connect.tune_settings()
         callback = _callback(cfg, where, tracker, verbose)
+        # Through the outbox like every other write: a tracking server that is away when the resume starts
+        # holds it (and the trials go on) instead of ending the resume.
+        callback.outbox.send("open_parent", where.config.read_text())
         if _has_snapshot(where.tune_target):
             tuner = tune.Tuner.restore(where.tune_target, trainable_for(cfg), resume_unfinished=True,
                                        resume_errored=False, restart_errored=restart_errored)
