@@ -53,13 +53,37 @@ def _run_config(cfg: SweepConfig, where: SweepPaths, callback: Any) -> Any:
     )
 
 
-def free_name(cfg: SweepConfig) -> str:
-    """The config's name, or name-2, name-3, ... when a sweep of that name is already stored."""
-    name, i = cfg.name, 1
-    while sweep_paths(name, cfg.storage).exists():
+CLAIM = ".driver.lock"  # in a sweep's folder: held by the driver that starts the sweep, while it runs
+
+
+def claim_name(cfg: SweepConfig, explicit_name: bool) -> tuple[SweepConfig, SweepPaths, Any]:
+    """The sweep's name, taken for this driver: the config's, or name-2, name-3, ... (refused with --name)
+    when a sweep of that name is stored or another driver is starting one (several `gitsweep run` of one
+    config on one home at once, a job array). The claim is a file lock in the sweep's folder, held until
+    this process ends (the kernel drops it if the process dies); returns (config, paths, lock)."""
+    from filelock import FileLock, Timeout
+
+    i = 1
+    while True:
+        name = cfg.name if i == 1 else f"{cfg.name}-{i}"
+        where = sweep_paths(name, cfg.storage)
+        if not where.exists():
+            where.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(where.root / CLAIM))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # another driver is starting a sweep of this name right now
+                pass
+            else:
+                if not where.exists():  # checked again under the claim: one that just finished has its sweep.json
+                    if i > 1:
+                        print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
+                    return replace(cfg, name=name), where, lock
+                lock.release()
+        if explicit_name:
+            raise UserError(f"sweep '{name}' already exists in {where.remote or where.root} (or another gitsweep "
+                            f"is starting it): `gitsweep resume {name}` continues it, another --name starts a new one")
         i += 1
-        name = f"{cfg.name}-{i}"
-    return name
 
 
 def _write_sweep(cfg: SweepConfig, where: SweepPaths, tracker: Any) -> None:
@@ -102,20 +126,14 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
     from ray import tune
 
     search.check(cfg)
-    where = sweep_paths(cfg.name, cfg.storage)
-    if where.exists():
-        if explicit_name:
-            raise UserError(f"sweep '{cfg.name}' already exists in {where.remote or where.root}: "
-                            f"`gitsweep resume {cfg.name}` continues it, another --name starts a new one")
-        name = free_name(cfg)
-        print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
-        cfg = replace(cfg, name=name)
-        where = sweep_paths(cfg.name, cfg.storage)
+    if explicit_name and sweep_paths(cfg.name, cfg.storage).exists():  # before Ray starts: nothing to wait for
+        claim_name(cfg, explicit_name)
     chatter = connect.quiet_logs()
     with connect.captured(chatter):
         started = connect.connect_ray(address)
     try:
         connect.check_resources(cfg)
+        cfg, where, _claim = claim_name(cfg, explicit_name)  # held until this returns
         _stop_list(cfg)
         tracker = tracker_for(cfg, None)
         _write_sweep(cfg, where, tracker)
