@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from gitlib.errors import UserError
-from sweeps import connect, paths, search
+from sweeps import connect, env, paths, search
 from sweeps import results as rs
 from sweeps.config import SweepConfig, load_config
 from sweeps.kinds import kind_of, steps_of
@@ -133,6 +133,7 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
         started = connect.connect_ray(address)
     try:
         connect.check_resources(cfg)
+        _check_nodes(cfg, address)
         cfg, where, _claim = claim_name(cfg, explicit_name)  # held until this returns
         _stop_list(cfg)
         tracker = tracker_for(cfg, None)
@@ -172,6 +173,7 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     connect.log_to(chatter, where.log)  # after connecting: a failed connection writes nothing
     try:
         connect.check_resources(cfg)
+        _check_nodes(cfg, address)
         _stop_list(cfg)
         tracker = tracker_for(cfg, meta["parent_run_id"])
         connect.tune_settings()
@@ -192,6 +194,16 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     finally:
         if started:
             connect.shutdown()
+
+
+def _check_nodes(cfg: SweepConfig, address: str | None) -> None:
+    """On a cluster the trials run on other machines: the data pre-flight again, on each of them."""
+    if not (address or env.ray_address()):  # a local Ray: this machine is its one node, checked already
+        return
+    from sweeps.preflight import preflight_on_nodes
+
+    for note in preflight_on_nodes(cfg):
+        print(note, flush=True)
 
 
 def _has_snapshot(tune_target: str) -> bool:
