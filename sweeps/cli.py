@@ -31,6 +31,15 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="storage path or URI (default: GITSWEEP_HOME, else ./gitsweep-runs)")
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--contrast", metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="groups A of a paired contrast (default: GIT against its baseline)")
+    p.add_argument("--vs", metavar="KEY=VALUE[,KEY=VALUE]", help="groups B of the contrast")
+    p.add_argument("--group-by", metavar="KEY", help="bias correlations within each value of a searched key")
+    p.add_argument("--population", choices=("trials", "groups"),
+                   help="the models the bias correlations run over (default: groups with repeats, else trials)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gitsweep", description="Generative Invariance Transfer sweeps")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,10 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         _sweep_args(p)
         p.set_defaults(module="sweeps.commands.inspect", func=name)
         if name == "report":
-            p.add_argument("--contrast", metavar="KEY=VALUE[,KEY=VALUE]",
-                           help="groups A of a paired contrast (default: GIT against its baseline)")
-            p.add_argument("--vs", metavar="KEY=VALUE[,KEY=VALUE]", help="groups B of the contrast")
-            p.add_argument("--group-by", metavar="KEY", help="bias correlations within each value of a searched key")
+            _report_args(p)
 
     sync = sub.add_parser("sync", help="write what MLflow lacks of a sweep (after its server was away)")
     _sweep_args(sync)

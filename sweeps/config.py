@@ -396,6 +396,8 @@ def resolve_config(config: str, overrides: list[str], name: str | None = None, s
     cfg, pinned = load_config(config, overrides)
     if name:
         cfg = replace(cfg, name=name)
+    given_as = "--storage" if storage else "config key 'storage'" if cfg.storage else \
+        "GITSWEEP_HOME" if env.storage_home() else "the default storage"
     cfg = replace(cfg, storage=paths.absolute(storage or cfg.storage))
     if tracking_uri:
         cfg = replace(cfg, tracking=TrackingConfig(uri=tracking_uri, experiment=cfg.tracking.experiment))
@@ -408,5 +410,7 @@ def resolve_config(config: str, overrides: list[str], name: str | None = None, s
         # pinned, so trials and `resume` use the same one whatever their environment
         uri = paths.tracking_uri(cfg.tracking.uri, cfg.storage)
         cfg = replace(cfg, tracking=TrackingConfig(uri=uri, experiment=cfg.tracking.experiment))
+    else:  # a file there would end the sweep in a traceback once Ray has started
+        paths.check_local(str(cfg.storage), given_as)
     cfg.validate()
     return cfg, pinned

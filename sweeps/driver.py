@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from gitlib.errors import UserError
-from sweeps import connect, paths, search
+from sweeps import connect, env, paths, search
 from sweeps import results as rs
 from sweeps.config import SweepConfig, load_config
 from sweeps.kinds import kind_of, steps_of
@@ -53,13 +53,37 @@ def _run_config(cfg: SweepConfig, where: SweepPaths, callback: Any) -> Any:
     )
 
 
-def free_name(cfg: SweepConfig) -> str:
-    """The config's name, or name-2, name-3, ... when a sweep of that name is already stored."""
-    name, i = cfg.name, 1
-    while sweep_paths(name, cfg.storage).exists():
+CLAIM = ".driver.lock"  # in a sweep's folder: held by the driver that starts the sweep, while it runs
+
+
+def claim_name(cfg: SweepConfig, explicit_name: bool) -> tuple[SweepConfig, SweepPaths, Any]:
+    """The sweep's name, taken for this driver: the config's, or name-2, name-3, ... (refused with --name)
+    when a sweep of that name is stored or another driver is starting one (several `gitsweep run` of one
+    config on one home at once, a job array). The claim is a file lock in the sweep's folder, held until
+    this process ends (the kernel drops it if the process dies); returns (config, paths, lock)."""
+    from filelock import FileLock, Timeout
+
+    i = 1
+    while True:
+        name = cfg.name if i == 1 else f"{cfg.name}-{i}"
+        where = sweep_paths(name, cfg.storage)
+        if not where.exists():
+            where.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(where.root / CLAIM))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # another driver is starting a sweep of this name right now
+                pass
+            else:
+                if not where.exists():  # checked again under the claim: one that just finished has its sweep.json
+                    if i > 1:
+                        print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
+                    return replace(cfg, name=name), where, lock
+                lock.release()
+        if explicit_name:
+            raise UserError(f"sweep '{name}' already exists in {where.remote or where.root} (or another gitsweep "
+                            f"is starting it): `gitsweep resume {name}` continues it, another --name starts a new one")
         i += 1
-        name = f"{cfg.name}-{i}"
-    return name
 
 
 def _write_sweep(cfg: SweepConfig, where: SweepPaths, tracker: Any) -> None:
@@ -86,8 +110,9 @@ def _callback(cfg: SweepConfig, where: SweepPaths, tracker: Any, verbose: bool) 
     kind = kind_of(cfg.trial)
     index = TrialIndex(where, kind.result_files)
     objectives: list[tuple[str, str]] = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
+    store = None if paths.storage_uri(cfg.storage) else paths.local_root(cfg.storage)  # generators in training
     progress = Progress(configurations(cfg.search) * cfg.search.repeats, objectives, cfg.trial, cfg.search.repeats,
-                        verbose, steps_of(kind, cfg), cfg.search.racing is not None)
+                        verbose, steps_of(kind, cfg), cfg.search.racing is not None, store)
     progress.done.update({r.trial_id: r.last for r in index.records.values()
                           if r.status == "TERMINATED" and not r.stopped_by_race})
     progress.stopped_by_race.update(r.trial_id for r in index.records.values() if r.stopped_by_race)
@@ -101,20 +126,15 @@ def start(cfg: SweepConfig, address: str | None = None, explicit_name: bool = Tr
     from ray import tune
 
     search.check(cfg)
-    where = sweep_paths(cfg.name, cfg.storage)
-    if where.exists():
-        if explicit_name:
-            raise UserError(f"sweep '{cfg.name}' already exists in {where.remote or where.root}: "
-                            f"`gitsweep resume {cfg.name}` continues it, another --name starts a new one")
-        name = free_name(cfg)
-        print(f"a sweep named {cfg.name} exists already; this one is {name}", flush=True)
-        cfg = replace(cfg, name=name)
-        where = sweep_paths(cfg.name, cfg.storage)
+    if explicit_name and sweep_paths(cfg.name, cfg.storage).exists():  # before Ray starts: nothing to wait for
+        claim_name(cfg, explicit_name)
     chatter = connect.quiet_logs()
     with connect.captured(chatter):
         started = connect.connect_ray(address, kind_of(cfg.trial).preload)
     try:
         connect.check_resources(cfg)
+        _check_nodes(cfg, address)
+        cfg, where, _claim = claim_name(cfg, explicit_name)  # held until this returns
         _stop_list(cfg)
         tracker = tracker_for(cfg, None)
         _write_sweep(cfg, where, tracker)
@@ -153,11 +173,14 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     connect.log_to(chatter, where.log)  # after connecting: a failed connection writes nothing
     try:
         connect.check_resources(cfg)
+        _check_nodes(cfg, address)
         _stop_list(cfg)
         tracker = tracker_for(cfg, meta["parent_run_id"])
-        tracker.open_parent(where.config.read_text())
         connect.tune_settings()
         callback = _callback(cfg, where, tracker, verbose)
+        # Through the outbox like every other write: a tracking server that is away when the resume starts
+        # holds it (and the trials go on) instead of ending the resume.
+        callback.outbox.send("open_parent", where.config.read_text())
         if _has_snapshot(where.tune_target):
             tuner = tune.Tuner.restore(where.tune_target, trainable_for(cfg), resume_unfinished=True,
                                        resume_errored=False, restart_errored=restart_errored)
@@ -171,6 +194,16 @@ def resume(name_or_path: str, storage: str | None = None, restart_errored: bool 
     finally:
         if started:
             connect.shutdown()
+
+
+def _check_nodes(cfg: SweepConfig, address: str | None) -> None:
+    """On a cluster the trials run on other machines: the data pre-flight again, on each of them."""
+    if not (address or env.ray_address()):  # a local Ray: this machine is its one node, checked already
+        return
+    from sweeps.preflight import preflight_on_nodes
+
+    for note in preflight_on_nodes(cfg):
+        print(note, flush=True)
 
 
 def _has_snapshot(tune_target: str) -> bool:

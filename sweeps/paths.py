@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitlib.errors import ConfigError, DataError
+from gitlib.errors import ConfigError, DataError, UserError
 from sweeps import env
 
 TUNE_DIR = "tune"
@@ -79,6 +79,21 @@ def local_root(storage: str | None) -> Path:
 def tracking_uri(explicit: str | None, storage: str | None) -> str:
     """The MLflow store: `explicit`, else MLFLOW_TRACKING_URI, else SQLite under the local storage."""
     return explicit or env.tracking_uri() or f"sqlite:///{local_root(storage) / 'mlflow.db'}"
+
+
+def check_local(storage: str, given_as: str) -> None:
+    """A local storage must be a folder, or a path where one can be made: its nearest existing part a
+    writable folder. Else one UserError naming where the storage came from (`--storage`, ...)."""
+    path = Path(storage)
+    for part in (path, *path.parents):
+        if not part.exists():
+            continue
+        if not part.is_dir():
+            what = "is a file" if part == path else f"lies under {part}, which is a file"
+            raise UserError(f"{given_as} {storage} {what}, not a folder")
+        if not os.access(part, os.W_OK | os.X_OK):
+            raise UserError(f"{given_as} {storage}: {part} is not writable")
+        return
 
 
 def storage_flag(storage: str | None) -> str:

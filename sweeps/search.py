@@ -111,6 +111,7 @@ class GroupSearch(Searcher):
         self.log_path = root / FILE if root is not None else None
         self.state = SearchState.load(self.log_path) if self.log_path else SearchState()
         self.budget_s = s.time_budget_s
+        self.max_concurrent: int | None = None  # set by Tune (set_max_concurrency); None: no limit
         self._study: Any = None
         self._deadline: float | None = None  # this session's: the budget counts from when it starts
         self._resumed = bool(self.state.groups)  # a log to go on from: some repeats may be lost
@@ -134,11 +135,26 @@ class GroupSearch(Searcher):
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # the objectives come from the sweep config
 
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        # Tune's ConcurrencyLimiter forgets a trial once it has ended, and then drops the end of a trial
+        # that `resume --restart-errored` runs again: Optuna would never hear of the restarted repeat.
+        # True: the search counts its running repeats itself, and the limiter passes every call through.
+        self.max_concurrent = max_concurrent
+        return True
+
+    def _busy(self) -> int:
+        """Repeats running now: handed to a trial and not ended, less those whose trials Tune lost."""
+        running = sum(rep.status == "RUNNING" for g in self.state.groups.values() for rep in g.repeats.values())
+        return running - len(self._lost)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._resumed:
             self._find_lost()
         if self.out_of_time():
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel: no more trials
+        limit = getattr(self, "max_concurrent", None)
+        if limit is not None and self._busy() >= limit:
+            return None
         slot = self._next_slot()
         if slot is None:
             done = self.race.done(self.state, self._can_add())
@@ -153,6 +169,8 @@ class GroupSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._resumed:
             self._find_lost()
+        if trial_id not in self.state.trial_slot and result:
+            self._restarted(trial_id, result)
         if error:
             status, values = "ERROR", None
         elif result and result.get(rs.FINAL_KEY):
@@ -163,6 +181,15 @@ class GroupSearch(Searcher):
             return
         self.race.decide(self.state)
         self._tell_due()
+
+    def _restarted(self, trial_id: str, result: dict) -> None:
+        """`resume --restart-errored`: Tune runs a failed trial again as a new trial (a new id, the same
+        config). Its repeat is handed to it, so its end counts and its group is told again."""
+        gid, r = result.get(f"config/{rs.GROUP_KEY}"), result.get(f"config/{rs.REPEAT_KEY}")
+        group = self.state.groups.get(str(gid))
+        if group is not None and r is not None and group.repeats.get(int(r)) is not None \
+                and group.repeats[int(r)].status == "ERROR":
+            self.state.assign(str(gid), int(r), trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         # Tune asks for it with every experiment snapshot; the search's state is in its own log already.

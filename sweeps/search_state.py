@@ -14,7 +14,8 @@ Events (one JSON object a line; a line cut short by a kill is ignored):
     {"e": "end",    "t": trial id, "s": state, "v": {metric: value} | null}   a trial ended
     {"e": "drop",   "g": id, "vs": id, "p": p value, "n": pairs, "k": repeats finished, "r": [paired repeats]}
     {"e": "survive", ...the same}                                   ran every repeat without being dropped
-    {"e": "told",   "g": id}                                        Optuna was told the group's value
+    {"e": "told",   "g": id, "n": optuna number}                    Optuna was told the group's value (in
+                                                                    trial n: a new one when told again)
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class SearchState:
         self.decisions[d.group] = d
 
     def mark_told(self, gid: str) -> None:
-        self._log({"e": "told", "g": gid})
+        """Optuna holds the group's value, in its trial `number` (a new one when it was told again)."""
+        self._log({"e": "told", "g": gid, "n": self.groups[gid].number})
         self.told.add(gid)
 
     # ---- reading ------------------------------------------------------------------------------
@@ -115,6 +117,8 @@ class SearchState:
         old = g.repeats.get(repeat)
         if old is not None:
             self.trial_slot.pop(old.trial_id, None)  # a repeat handed out again after a resume
+            if old.status == "ERROR":  # restarted (`resume --restart-errored`): what Optuna was told will change
+                self.told.discard(gid)
         g.repeats[repeat] = Repeat(trial_id, "RUNNING")
         self.trial_slot[trial_id] = (gid, repeat)
 
@@ -151,6 +155,8 @@ class SearchState:
                                               int(e["n"]), int(e["k"]), tuple(e.get("r", ())))
         elif kind == "told":
             self.told.add(e["g"])
+            if "n" in e:  # told again as a new Optuna trial
+                self.groups[e["g"]].number = int(e["n"])
 
 
 def _plain(v: Any) -> Any:

@@ -184,6 +184,51 @@ def metric_history(storage: Path, run: Any, key: str) -> list[float]:
     return [m.value for m in sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
 
 
+# ---- MLflow clients of other processes ---------------------------------------------------------------
+
+# A plain MLflow client in another process, as a script or `mlflow ui` opens the database: mlflow imported
+# first (the slow part; then it prints "ready"), then the open as soon as the file argv[2] exists (a go
+# signal, or the database itself). Prints ok, or failed and why.
+CLIENT = r"""
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+db, signal = Path(sys.argv[1]), Path(sys.argv[2])
+print("ready", flush=True)
+deadline = time.time() + 300
+while not signal.exists() and time.time() < deadline:
+    time.sleep(0.002)
+try:
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    print("ok")
+except Exception as exc:
+    print("failed", type(exc).__name__, str(exc).splitlines()[0][:160])
+"""
+
+
+def start_clients(db: Path, n: int, signal: Path) -> list[subprocess.Popen[str]]:
+    """n clients waiting for `signal`, returned once each has imported mlflow."""
+    clients = [subprocess.Popen([sys.executable, "-c", CLIENT, str(db), str(signal)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=cli_env()) for _ in range(n)]
+    for c in clients:
+        assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+    return clients
+
+
+def outcomes(clients: list[subprocess.Popen[str]]) -> list[str]:
+    return [c.communicate(timeout=300)[0].strip() for c in clients]
+
+
+def usable(db: Path) -> None:
+    """A fresh process opens it, finds MLflow's schema, and writes a run to it."""
+    code = ("import sys; from mlflow import MlflowClient; c = MlflowClient(f'sqlite:///{sys.argv[1]}'); "
+            "e = c.create_experiment('check'); r = c.create_run(e); c.log_metric(r.info.run_id, 'm', 1.0); "
+            "print(c.get_run(r.info.run_id).data.metrics)")
+    out = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, env=cli_env(),
+                         timeout=300)
+    assert out.returncode == 0 and "{'m': 1.0}" in out.stdout, out.stderr[-2000:]
+
+
 def free_port() -> int:
     import socket
 

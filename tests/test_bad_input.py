@@ -1,7 +1,7 @@
 """Bad input at the real CLI (`python -m sweeps`, in subprocesses): exit 2, one stderr line naming the
 key or file, no traceback, nothing written (no mlflow.db, no sweep folder, nothing under the storage).
 
-Every kind of bad input the test files check at the CLI, and where (45 kinds):
+Every kind of bad input the test files check at the CLI, and where (47 kinds):
 
 tests/test_config.py (through `data build` unless said)
    1. unknown config key (dataset.colour)
@@ -42,18 +42,20 @@ this file (one case each; the comment in each case names its rule)
   31. CIFAR batch that is not a pickle
   32. GTSRB with the wrong number of class folders
   33. GTSRB test csv without the Filename / ClassId columns
-  34. a searched dataset.root choice that does not exist (run, before Ray starts)
-  35. a searched dataset.source choice whose files are missing (run)
-  36. resources.* in search.space
-  37. unknown registry name: classifier.train_rule
-  38. unknown registry name: a probes entry
-  39. search.mode not one per search.metric
-  40. unknown search.sampler
-  41. grid sampler with a continuous key (in-process in test_sweep_cli.py; here through run)
-  42. nsga2 with a single metric
-  43. `resume` of a sweep that does not exist
-  44. `status` of a sweep that does not exist
-  45. `report --contrast` without `--vs`
+  34. GTSRB test csv with a header and no rows
+  35. a searched dataset.root choice that does not exist (run, before Ray starts)
+  36. a searched dataset.source choice whose files are missing (run)
+  37. resources.* in search.space
+  38. unknown registry name: classifier.train_rule
+  39. unknown registry name: a probes entry
+  40. search.mode not one per search.metric
+  41. unknown search.sampler
+  42. grid sampler with a continuous key (in-process in test_sweep_cli.py; here through run)
+  43. nsga2 with a single metric
+  44. `--storage` that is a file (run)
+  45. `resume` of a sweep that does not exist
+  46. `status` of a sweep that does not exist
+  47. `report --contrast` without `--vs`
 In-process only (tests/test_sweep_config.py, not counted): a search.space key that is not a config
 key; a searched range that proposes an invalid value.
 Plus the pre-flight at every command that trains: run (the reported case), resume (the saved
@@ -168,6 +170,14 @@ def gtsrb_csv(f: Path) -> tuple[list[str], list[str]]:
     return ["data", "build", _source(f, "gtsrb", f)], [str(csv), "Filename and ClassId"]
 
 
+def gtsrb_csv_no_rows(f: Path) -> tuple[list[str], list[str]]:
+    # rule: the GTSRB test csv lists at least one test image (a header alone used to pass the pre-flight)
+    write_gtsrb(f, per_class=1)
+    csv = f / "gtsrb" / "GT-final_test.csv"
+    csv.write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n")
+    return ["run", _source(f, "gtsrb", f)], [str(csv), "no rows"]
+
+
 def searched_root(f: Path) -> tuple[list[str], list[str]]:
     # rule: every categorical choice of a searched dataset.root is checked by `run` before Ray starts
     root, missing = _k49(f), f / "k49-elsewhere"
@@ -226,6 +236,12 @@ def nsga2_single(f: Path) -> tuple[list[str], list[str]]:
     # rule: nsga2 is a multi-objective sampler
     return (_run_set("search.sampler=nsga2", "search.metric=[test/balanced_acc]", "search.mode=[max]"),
             ["search.sampler", "nsga2"])
+
+
+def storage_is_file(f: Path) -> tuple[list[str], list[str]]:
+    # rule: --storage is a folder (a file there ended the run in a traceback once Ray had started)
+    (f / "runs").write_text("not a folder")
+    return ["run", "demo", "--storage", str(f / "runs")], ["--storage", str(f / "runs"), "is a file, not a folder"]
 
 
 def resume_missing(f: Path) -> tuple[list[str], list[str]]:
@@ -288,8 +304,8 @@ def data_build_missing_root(f: Path) -> tuple[list[str], list[str]]:
 
 CASES: dict[str, Case] = {case.__name__: case for case in (
     root_is_file, k49_not_zip, k49_float_images, k49_2d_labels, idx_bad_magic, idx_size, cifar_not_pickle,
-    gtsrb_classes, gtsrb_csv, searched_root, searched_source, searched_resources, train_rule, probes_entry,
-    mode_length, sampler_name, grid_continuous, nsga2_single, resume_missing, status_missing,
+    gtsrb_classes, gtsrb_csv, gtsrb_csv_no_rows, searched_root, searched_source, searched_resources, train_rule, probes_entry,
+    mode_length, sampler_name, grid_continuous, nsga2_single, storage_is_file, resume_missing, status_missing,
     contrast_without_vs, run_missing_root, resume_missing_root, train_classifier_missing_root,
     train_generator_missing_root, data_build_missing_root,
 )}

@@ -410,11 +410,18 @@ class Gtsrb(Source):
     def _test_rows(self, csv_path: Path) -> list[dict[str, str]]:
         try:
             with open(csv_path, newline="") as f:
-                rows = list(csv.DictReader(f, delimiter=";", skipinitialspace=True))
+                reader = csv.DictReader(f, delimiter=";", skipinitialspace=True)
+                rows = list(reader)
+                columns = list(reader.fieldnames or [])
+            missing = [c for c in ("Filename", "ClassId") if c not in columns]
+            if missing:  # checked on the header: a file without rows has no row to fail on
+                raise KeyError(", ".join(missing))
             for row in rows:
                 row["Filename"], row["ClassId"] = str(row["Filename"]), str(int(row["ClassId"]))
         except (OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
             raise DataError(str(csv_path), f"expected ';'-separated columns Filename and ClassId: {exc}") from None
+        if not rows:  # the test split would be empty, and every trial would fail on it
+            raise DataError(str(csv_path), "has a header but no rows: no test images are listed")
         return rows
 
     def check(self, root: Path) -> None:

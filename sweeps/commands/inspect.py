@@ -75,6 +75,7 @@ def group_status(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
 
 def report(args: argparse.Namespace) -> int:
     from sweeps.report import log_report, write_report
+    from sweeps.report.biases import check_population
     from sweeps.report.groups import parse_selector
 
     if bool(args.contrast) != bool(args.vs):
@@ -85,7 +86,8 @@ def report(args: argparse.Namespace) -> int:
     if selectors and cfg.search.repeats < 2:
         raise ConfigError("--contrast", f"pairs the repeats of two groups, and sweep '{args.sweep}' ran one trial "
                           "per configuration (search.repeats: 1)")
-    written = write_report(cfg, paths, trial_records(paths), selectors, args.group_by)
+    check_population(cfg, args.population)  # before anything is written
+    written = write_report(cfg, paths, trial_records(paths), selectors, args.group_by, args.population)
     log_report(load_meta(paths), written.folder)
     print("\n".join(written.lines))
     print(f"report written to {written.folder}")

@@ -28,7 +28,8 @@ from sweeps.groups import Band, Group, align_by, ekld_band, format_groups, group
 from sweeps.kinds import kind_of, resolve
 from sweeps.paths import SweepPaths
 from sweeps.report import groups as gr
-from sweeps.report.biases import write_bias_report
+from sweeps.report.biases import headline as bias_headline
+from sweeps.report.biases import population, write_bias_report
 from sweeps.report.race import race_notes, write_race
 from sweeps.report.trials import pareto, trial_summary, trial_table
 from sweeps.search_state import read_decisions
@@ -83,7 +84,7 @@ def _group_parts(cfg: SweepConfig, groups: list[Group], paths: SweepPaths, out: 
 
 def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialRecord],
                  selectors: tuple[dict[str, Any], dict[str, Any]] | None = None,
-                 group_by: str | None = None) -> Report:
+                 group_by: str | None = None, bias_population: str | None = None) -> Report:
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
     kind = kind_of(cfg.trial)
@@ -93,7 +94,9 @@ def write_report(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
     rows = _group_parts(cfg, groups, paths, out, selectors, summary)
     models = gr.group_table(cfg, groups) if cfg.search.repeats > 1 else trials[trials["state"] == "TERMINATED"]
     if any(str(c).startswith("probe/") for c in models.columns):
-        summary["biases"] = write_bias_report(models.reset_index(drop=True), out, group_by)
+        pop = population(cfg, trials, models, bias_population)
+        finished = int((trials["state"] == "TERMINATED").sum())
+        summary["biases"] = write_bias_report(pop, out, group_by, finished)
     summary["pareto_front"] = pareto(cfg, models.reset_index(drop=True), out)
     decisions = read_decisions(paths.root) if cfg.search.racing is not None else {}
     if decisions:
@@ -128,10 +131,7 @@ def _printout(cfg: SweepConfig, report: Report, extra: str) -> list[str]:
     if extra:
         lines.append(extra)
     if "biases" in summary:
-        biases = summary["biases"]
-        lines.append(f"bias probes vs generalization over {biases['models']} models: " + (biases.get("note") or (
-            "significant (p < 0.05): " + "; ".join(biases["significant"]) if biases["significant"] else
-            "no probe correlates significantly (p < 0.05) with any generalization metric")))
+        lines.append(bias_headline(summary["biases"]))
     return lines
 
 

@@ -9,7 +9,9 @@ Layout of `<storage>/generators/<digest>/`:
     generator.pt      the finished model (gitlib.models.munit.save_generator)
     metrics.json      label preservation and nuisance diversity, final losses, time/*
     samples.png       sample grid (sources, then random styles)
-    events.jsonl      one line per training start / finish: how often this generator was trained
+    events.jsonl      one line per training start / finish: how often this generator was trained; a
+                      start says from which iteration, to how many, by which host and pid (what a sweep's
+                      status line reads of a generator being trained: `in_training`)
     READY             written last (atomic rename): the generator is complete
     *.tmp<pid>        a file being written (then renamed into place); a killed trainer's are removed by
                       the next get_generator of this digest, under the lock
@@ -30,15 +32,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from gitlib.configs import to_dict
-from gitlib.data.builds import pid_alive
-from gitlib.data.dataset import BuiltDataset
-from gitlib.runs.generator import MODEL_FILE
 from gitlib.train.config import GeneratorConfig
+
+if TYPE_CHECKING:  # torch loads where a generator is trained, not where its progress is read (the driver)
+    import torch
+
+    from gitlib.data.dataset import BuiltDataset
 
 SEED_POLICY = "shared-seed-0"  # one generator per data set + config, whatever the trial's seed
 GENERATOR_SEED = 0
@@ -54,6 +56,8 @@ class StoredGenerator:
 
     @property
     def model_path(self) -> Path:
+        from gitlib.runs.generator import MODEL_FILE
+
         return self.folder / MODEL_FILE
 
     @property
@@ -112,6 +116,8 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     Call only while holding its train.lock: every temporary file is written by the lock's holder, so
     under the lock each one is a dead trainer's, on any host. A pid alive on this host is still skipped,
     in case the lock file was replaced under a running trainer; at worst a leftover then waits."""
+    from gitlib.data.builds import pid_alive
+
     removed = []
     for path in folder.iterdir():
         match = _TEMP.search(path.name)
@@ -126,6 +132,8 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    import torch
+
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -183,6 +191,8 @@ def _tidy_ready(entry: StoredGenerator) -> None:
 
 def _train(entry: StoredGenerator, cfg: GeneratorConfig, data: BuiltDataset, device: torch.device,
            log: Log) -> None:
+    import torch
+
     from gitlib.runs.generator import train_generator
 
     folder = entry.folder
@@ -190,7 +200,7 @@ def _train(entry: StoredGenerator, cfg: GeneratorConfig, data: BuiltDataset, dev
     # weights_only: a checkpoint never unpickles code, even from a shared storage path
     state = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.is_file() else None
     start = int(state["iteration"]) if state else 0
-    _event(folder, {"event": "started", "from_iteration": start})
+    _event(folder, {"event": "started", "from_iteration": start, "iterations": cfg.iterations})
     log(f"training generator {entry.digest}: iterations {start}..{cfg.iterations}"
         + (" (resumed from its checkpoint)" if start else ""))
 
@@ -209,3 +219,68 @@ def _train(entry: StoredGenerator, cfg: GeneratorConfig, data: BuiltDataset, dev
 def _event(folder: Path, record: dict[str, Any]) -> None:
     _append(folder / "events.jsonl", {**record, "time": time.time(), "host": socket.gethostname(),
                                       "pid": os.getpid()})
+
+
+# ---- a generator being trained, as its folder shows it (torch-free: the driver's status line) ----------
+
+STALE_S = 900.0  # a trainer on another host that wrote nothing for this long is taken for dead
+
+
+@dataclass(frozen=True)
+class Training:
+    """A generator in training: where its last checkpoint stands, and since when."""
+
+    digest: str
+    iteration: int  # iterations done at its last checkpoint
+    total: int | None  # iterations it trains to (None: a start recorded before the store said)
+    start_iteration: int  # where this training started (a resumed one starts at its checkpoint)
+    started: float  # time.time() at the start
+    checkpointed: float  # time.time() of its last checkpoint (the start, before the first one)
+
+    def left_s(self) -> float | None:
+        """Seconds to its last iteration at the pace of its checkpoints so far; None before its first one."""
+        done, spent = self.iteration - self.start_iteration, self.checkpointed - self.started
+        if self.total is None or done <= 0 or spent <= 0:
+            return None
+        return (self.total - self.iteration) * spent / done
+
+
+def _trainer_alive(start: dict[str, Any], last_change: float) -> bool:
+    """The trainer that wrote `start` still runs: its pid on this host, else recent writes to the folder."""
+    if start.get("host") != socket.gethostname():
+        return time.time() - last_change < STALE_S
+    try:
+        os.kill(int(start.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        pass  # a process we may not signal runs
+    return True
+
+
+def training_now(entry: StoredGenerator) -> Training | None:
+    """The generator's training in progress, or None (finished, never started, or its trainer died)."""
+    if entry.ready:
+        return None
+    events = entry.events()
+    if not events or events[-1].get("event") != "started":
+        return None
+    start, losses = events[-1], entry.losses()
+    path = entry.folder / "losses.jsonl"
+    checkpointed = max(path.stat().st_mtime if losses else 0.0, float(start.get("time", 0.0)))
+    if not _trainer_alive(start, checkpointed):
+        return None
+    first = int(start.get("from_iteration", 0))
+    iteration = max([first, *(int(r.get("iteration", 0)) for r in losses)])
+    total = start.get("iterations")
+    return Training(entry.digest, iteration, int(total) if total is not None else None, first,
+                    float(start.get("time", 0.0)), checkpointed)
+
+
+def in_training(storage: Path) -> list[Training]:
+    """Every generator of the storage's store being trained now."""
+    root = storage / "generators"
+    if not root.is_dir():
+        return []
+    found = (training_now(StoredGenerator(p.name, p)) for p in sorted(root.iterdir()) if p.is_dir())
+    return [t for t in found if t is not None]

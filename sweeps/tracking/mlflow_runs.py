@@ -1,8 +1,8 @@
 """MLflow runs of a sweep: the parent run, nested classifier / generator runs, per-class artifacts.
 
 Every function takes the tracking URI or a client explicitly and imports mlflow lazily. In a sweep all
-writes come from one process (the Ray driver): SQLite stores then see no concurrent writers, and a run
-is found again by its tags after a resume.
+writes come from one process (the Ray driver), and a run is found again by its tags after a resume; several
+sweeps on one home share its SQLite store (WAL: one writer at a time, readers never wait).
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "pyarrow", "gitsweep")
 
 
 def client(uri: str) -> MlflowClient:
+    """The one place gitsweep makes an MLflow client: a SQLite store is made complete first, once, under a
+    lock (sweeps.tracking.sqlite_store), never migrated by two processes at once."""
     from mlflow import MlflowClient
 
+    from sweeps.tracking.sqlite_store import ensure
+
+    ensure(uri)
     return MlflowClient(tracking_uri=uri)
 
 

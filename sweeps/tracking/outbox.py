@@ -24,7 +24,8 @@ FILE = "mlflow_outbox.json"
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether `exc` says the tracking server could not be reached (as opposed to a bad request)."""
+    """Whether `exc` says the tracking store could not be reached for now (as opposed to a bad request): a
+    server away, or a SQLite store that another sweep on the same home held locked past its busy timeout."""
     import requests
 
     seen: set[int] = set()
@@ -35,7 +36,8 @@ def is_outage(exc: BaseException) -> bool:
             return True
         text = str(exc)
         if any(s in text for s in ("Max retries exceeded", "Connection refused", "Failed to establish",
-                                   "Remote end closed", "Connection aborted", "timed out", "502", "503", "504")):
+                                   "Remote end closed", "Connection aborted", "timed out", "502", "503", "504",
+                                   "database is locked")):
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False

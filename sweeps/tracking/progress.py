@@ -5,6 +5,11 @@ One line when a trial starts and one when it ends (with its key results); per-ep
 groups) done, running, pending and failed, elapsed time, an estimate of the time left, and the best value
 so far of each objective. When the output is not a terminal (CI, nohup), the same status is printed as a
 plain line at most once a minute.
+
+While a shared generator is being trained (its folder in the storage's store says so: sweeps.stores.
+generators.in_training), the trials that need it wait, and the time per ended trial says nothing about the
+time left: the status line shows the generator's iteration out of its total and its own time to go, and
+no estimate for the sweep until it is ready.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from sweeps import results as rs
@@ -19,13 +25,17 @@ from sweeps.kinds import kind_of
 from sweeps.search_state import Decision
 
 PLAIN_EVERY_S = 60.0
+STORE_EVERY_S = 5.0  # how often the status line reads the generator store again
 
 
 class Progress:
     def __init__(self, total_trials: int, objectives: list[tuple[str, str]], trial: str, repeats: int = 1,
-                 verbose: bool = False, length: int = 0, raced: bool = False, stream: TextIO | None = None) -> None:
+                 verbose: bool = False, length: int = 0, raced: bool = False, storage: Path | None = None,
+                 stream: TextIO | None = None) -> None:
         self.total, self.objectives, self.repeats, self.verbose = total_trials, objectives, repeats, verbose
         self.trial, self.length, self.raced_sweep = trial, length, raced
+        self.storage = storage  # the local storage whose generator store shows generators in training
+        self._training: tuple[float, list[Any]] = (-math.inf, [])
         self.kind = kind_of(trial)
         self.stream = stream or sys.stdout
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -40,7 +50,8 @@ class Progress:
     @property
     def args(self) -> tuple[Any, ...]:
         """What a Progress is made of (the callback pickles these, not the stream)."""
-        return (self.total, self.objectives, self.trial, self.repeats, self.verbose, self.length, self.raced_sweep)
+        return (self.total, self.objectives, self.trial, self.repeats, self.verbose, self.length, self.raced_sweep,
+                self.storage)
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -102,13 +113,26 @@ class Progress:
             self.stream.write(self._status)
         self.stream.flush()
 
+    def generators(self) -> list[Any]:
+        """The shared generators being trained now (read from the store at most every STORE_EVERY_S), while
+        this sweep has trials running: what they may be waiting for."""
+        if self.storage is None or not self.running:
+            return []
+        now = time.monotonic()
+        if now - self._training[0] >= STORE_EVERY_S:
+            from sweeps.stores.generators import in_training
+
+            self._training = (now, in_training(self.storage))
+        return self._training[1]
+
     def status(self) -> str:
         elapsed = time.monotonic() - self.started_at
         n_done = len(self.done) + len(self.failed) + len(self.stopped_by_race)
         pending = max(self.total - n_done - len(self.running), 0)
+        training = self.generators()
         eta = "-"
-        if n_done and not self.raced_sweep:  # a race decides how many trials run: no honest estimate
-            left = elapsed / n_done * (self.total - n_done)  # mean time per ended trial, at this concurrency
+        if n_done and not self.raced_sweep and not training:  # a race decides how many trials run, and a
+            left = elapsed / n_done * (self.total - n_done)  # generator's training is not a trial's time
             eta = _duration(left)
         best = []
         for metric, mode in self.objectives:
@@ -118,9 +142,11 @@ class Progress:
         unit = f" ({self.repeats} repeats per group)" if self.repeats > 1 else ""
         race = f", {len(self.stopped_by_race)} stopped by the race" if self.raced_sweep else ""
         waiting = f"at most {pending} pending" if self.raced_sweep else f"{pending} pending"
+        shown_eta = eta != "-" or not (self.raced_sweep or training)
         return (f"trials{unit}: {len(self.done)} done, {len(self.running)} running, {waiting}, "
                 f"{len(self.failed)} failed{race} | {_duration(elapsed)} elapsed" +
-                (f", ~{eta} left" if eta != "-" or not self.raced_sweep else "") +
+                (f", ~{eta} left" if shown_eta else "") +
+                "".join(f" | {_training(t)}" for t in training) +
                 (" | " + ", ".join(best) if best else ""))
 
     def tick(self, force: bool = False) -> None:
@@ -142,6 +168,14 @@ class Progress:
             self.stream.write("\r\x1b[2K" + self.status() + "\n")
             self._status = ""
             self.stream.flush()
+
+
+def _training(t: Any) -> str:
+    """'generator 1a2b3c4d: iteration 400/1800, ~3m20s to go' (a sweeps.stores.generators.Training)."""
+    total = f"/{t.total}" if t.total is not None else ""
+    left = t.left_s()
+    to_go = f", ~{_duration(left)} to go" if left is not None else ", time to go known after its first checkpoint"
+    return f"training generator {t.digest[:8]}: iteration {t.iteration}{total}{to_go}; sweep estimate after it"
 
 
 def _duration(seconds: float) -> str:

@@ -179,10 +179,10 @@ def run_gitsweep(args: list[str], env: dict[str, str], cwd: Path, timeout_s: flo
 class RayNode:
     """One `ray start --block` process (head or worker); SIGTERM stops it and every process it started."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, wrap: tuple[str, ...] = ()) -> None:
         self.log = log
-        self._log_file = log.open("w")
-        self.proc = subprocess.Popen([str(BIN / "ray"), "start", *args, "--block"], env=env,
+        self._log_file = log.open("w")  # `wrap`: a command the node runs inside (a mount namespace, ...)
+        self.proc = subprocess.Popen([*wrap, str(BIN / "ray"), "start", *args, "--block"], env=env,
                                      stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
     def check_running(self) -> None:
@@ -205,8 +205,8 @@ CLUSTER_INFO = """
 import json, sys
 import ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-print(json.dumps([{"id": n["NodeID"], "alive": n["Alive"], "cpu": n["Resources"].get("CPU", 0)}
-                  for n in ray.nodes()]))
+print(json.dumps([{"id": n["NodeID"], "alive": n["Alive"], "cpu": n["Resources"].get("CPU", 0),
+                   "resources": n["Resources"]} for n in ray.nodes()]))
 """
 
 
@@ -236,8 +236,10 @@ def wait_for_nodes(address: str, env: dict[str, str], want: int, timeout_s: floa
 
 
 @contextmanager
-def ray_cluster(folder: Path, env: dict[str, str]) -> Iterator[str]:
-    """A head and one worker node, 1 CPU each, on 127.0.0.1 with token auth; yields the GCS address."""
+def ray_cluster(folder: Path, env: dict[str, str], worker_wrap: tuple[str, ...] = ()) -> Iterator[str]:
+    """A head and one worker node, 1 CPU each, on 127.0.0.1 with token auth; yields the GCS address. The
+    worker node has the custom resource `worker` (so a test can tell it apart), and runs inside
+    `worker_wrap` when given."""
     temp = folder / "r"  # short: Ray's session sockets live below it
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -249,8 +251,8 @@ def ray_cluster(folder: Path, env: dict[str, str]) -> Iterator[str]:
                              env, folder / "head.log"))
         wait_for_nodes(address, env, 1)
         nodes.append(RayNode(["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                              "--num-gpus", "0", "--temp-dir", str(temp), "--disable-usage-stats", *node_ports()],
-                             env, folder / "worker.log"))
+                              "--num-gpus", "0", "--temp-dir", str(temp), "--disable-usage-stats",
+                              "--resources", '{"worker": 1}', *node_ports()], env, folder / "worker.log", worker_wrap))
         wait_for_nodes(address, env, 2)
         for node in nodes:
             node.check_running()

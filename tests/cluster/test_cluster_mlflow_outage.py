@@ -1,9 +1,12 @@
 """The tracking server goes away mid-sweep: trials keep training, the driver holds the writes and retries,
 and once the server is back every run holds every epoch exactly once. A sweep that ends while the server
-is away saves its writes, and `gitsweep sync` writes them later."""
+is away saves its writes, and `gitsweep sync` writes them later. A resume that starts while the server is
+away holds its writes from the first one on."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -116,4 +119,56 @@ def test_server_outage_mid_sweep_then_after_it(tmp_path: Path) -> None:
         assert_complete(uri, "late", 2, SHORT)
         assert not (tmp_path / "store" / "sweeps" / "late" / "mlflow_outbox.json").exists()
     finally:
+        stop_group(server)
+
+
+def _lines_until(proc: subprocess.Popen[Any], text: str) -> str:
+    """The process's output up to the first line holding `text` (the process must still run then)."""
+    out: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out.append(line)
+        if text in line:
+            return "".join(out)
+    raise AssertionError(f"ended before {text!r}:\n{''.join(out)}")
+
+
+def test_resume_while_the_server_is_down_at_its_start(tmp_path: Path) -> None:
+    """The parent run's reopening is held like any other write: the resume goes on and its trials finish;
+    the server still away at its end, the writes wait on disk, and `gitsweep sync` writes every epoch once."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {**base_env(), "PYTHONPATH": str(ROOT)}
+    store = str(tmp_path / "store")
+    server = start_server(tmp_path, port)
+    run = None
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(sweep_config(tmp_path, "down", SHORT)),
+                                "--storage", store, "--tracking-uri", uri], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        _lines_until(run, " started ")
+        os.killpg(run.pid, signal.SIGKILL)  # the driver dies mid-sweep
+        run.wait(timeout=30)
+        stop_group(server)  # and the server is away when the resume starts
+        resume = subprocess.run([sys.executable, "-m", "sweeps", "resume", "down", "--storage", store], env=env,
+                                capture_output=True, text=True, timeout=400)
+        out = resume.stdout + resume.stderr
+        assert "Traceback" not in out and "MLflow server unreachable" in out, out  # held, not a crash
+        assert resume.returncode == 1 and "gitsweep sync down" in out, out  # trials done, writes kept for sync
+        assert out.count(" finished:") == 2, out  # the resume went on: both trials trained to their end
+        server = start_server(tmp_path, port)
+        sync = subprocess.run([sys.executable, "-m", "sweeps", "sync", "down", "--storage", store], env=env,
+                              capture_output=True, text=True, timeout=200)
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        assert_complete(uri, "down", 2, SHORT)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("down")
+        assert experiment is not None
+        parents = client.search_runs([experiment.experiment_id], filter_string="tags.`gitsweep.role` = 'sweep'")
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # reopened, then closed: one parent
+    finally:
+        if run is not None:
+            stop_group(run)
         stop_group(server)

@@ -53,3 +53,36 @@ def test_a_failed_repeat_is_left_out_and_an_all_failed_group_fails(tmp_path: Pat
     first, second = search.study.trials
     assert first.values == pytest.approx([0.7, 0.2])  # the mean over the two finished repeats
     assert second.state == optuna.trial.TrialState.FAIL
+
+
+def test_a_failed_repeat_restarted_and_finished_is_told_again(tmp_path: Path) -> None:
+    """`resume --restart-errored`: Tune runs a failed trial again as a new trial (a new id, the same config),
+    and its end reaches the searcher through Tune's ConcurrencyLimiter, which never handed it out."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from sweeps.search_state import SearchState
+
+    cfg, _ = load_config("demo", ["search.repeats=2", "search.num_samples=1", "search.points_to_evaluate=[]"])
+    search = GroupSearch(cfg, f"sqlite:///{tmp_path / 'optuna.db'}", "groups", tmp_path)
+    limiter = ConcurrencyLimiter(search, max_concurrent=2)  # as Tune wraps the searcher
+    limiter.set_search_properties(None, None, {})
+    first_config, _ = limiter.suggest("t0"), limiter.suggest("t1")
+    assert limiter.suggest("t2") is None  # two repeats running: the search holds back a third
+    limiter.on_trial_complete("t0", {"test/balanced_acc": 0.8, "ekld/tail": 0.1, rs.FINAL_KEY: 1})
+    limiter.on_trial_complete("t1", error=True)
+    first = search.study.trials[0]
+    assert first.values == pytest.approx([0.8, 0.1]) and first.user_attrs["n"] == 1  # told with one repeat
+
+    # Tune's flattened result of the restarted trial carries its config: the failed repeat's group and index
+    config = {f"config/{rs.GROUP_KEY}": first_config[rs.GROUP_KEY], f"config/{rs.REPEAT_KEY}": 1}
+    limiter.on_trial_complete("t9", {"test/balanced_acc": 0.6, "ekld/tail": 0.3, rs.FINAL_KEY: 1, **config})
+    study = optuna.load_study(study_name="groups", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 2
+    again = study.trials[1]  # a finished Optuna trial cannot change: a new one supersedes it
+    assert again.values == pytest.approx([0.7, 0.2]) and again.user_attrs["n"] == 2  # both repeats now
+    assert again.user_attrs["supersedes"] == 0 and again.params == first.params
+    limiter.on_trial_complete("t9", {"test/balanced_acc": 0.5, "ekld/tail": 0.3, rs.FINAL_KEY: 1, **config})
+    assert len(study.trials) == 2  # an end Tune reports twice changes nothing
+    replayed = SearchState.load(tmp_path / "search.jsonl")  # a resume reads the same state back
+    group = replayed.groups["g0000"]
+    assert group.number == 1 and "g0000" in replayed.told and group.stats("test/balanced_acc").n == 2

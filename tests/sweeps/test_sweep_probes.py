@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 from support import mlflow_runs, run_cli, tiny_config, write_config
 
-from sweeps.report.biases import GENERALIZATION, PROBES, correlations, write_bias_report
+from sweeps.report.biases import GENERALIZATION, PROBES, Population, correlations, write_bias_report
 
 pytestmark = pytest.mark.slow  # a real sweep: Ray, MLflow, training
 
@@ -76,5 +76,5 @@ def test_group_by_and_too_few_models(tmp_path: Path) -> None:
     row = table[(table["group"] == "loss=ce") & (table["probe"] == PROBES[0]) & (table["metric"] == GENERALIZATION[0])]
     expected = stats.spearmanr(sub[PROBES[0]], sub[GENERALIZATION[0]])
     assert row["rho"].item() == pytest.approx(expected.statistic) and row["n"].item() == 4
-    few = write_bias_report(models.head(4), tmp_path, None)
+    few = write_bias_report(Population(models.head(4), "trials", 0), tmp_path, None)
     assert "at least 5" in few["note"] and not (tmp_path / "bias_correlations.png").exists()  # says so, draws nothing
