@@ -74,8 +74,10 @@ def group_status(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
 
 
 def report(args: argparse.Namespace) -> int:
-    from sweeps.report import log_report, write_report
+    from sweeps.driver import tracker_for
+    from sweeps.report import write_report
     from sweeps.report.groups import parse_selector
+    from sweeps.summary import state_answer
 
     if bool(args.contrast) != bool(args.vs):
         raise ConfigError("--vs" if args.contrast else "--contrast", "a contrast needs both --contrast and --vs")
@@ -86,7 +88,8 @@ def report(args: argparse.Namespace) -> int:
         raise ConfigError("--contrast", f"pairs the repeats of two groups, and sweep '{args.sweep}' ran one trial "
                           "per configuration (search.repeats: 1)")
     written = write_report(cfg, paths, trial_records(paths), selectors, args.group_by)
-    log_report(load_meta(paths), written.folder)
+    meta = load_meta(paths)
+    state_answer(cfg, tracker_for(cfg, meta["parent_run_id"], meta["tracking_uri"]), written)  # the parent, up to date
     print("\n".join(written.lines))
     print(f"report written to {written.folder}")
     return 0
