@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -21,12 +21,27 @@ if TYPE_CHECKING:  # torch loads where a sample grid is drawn: the report's figu
 
     from gitlib.augmenter import Augmenter
 
-EKLD_RANGE = (1e-4, 3.0)  # eKLD of a trained classifier lies in here; values outside are drawn at the edge
+# Every eKLD figure (a trial's, a group's, the report's) has this one log y-axis, so any two of them
+# compare at a glance: a trial draws its figure before the sweep knows the other trials' values, so the
+# axis cannot come from the data. eKLD of a trained classifier lies in here; values outside are drawn at
+# the edge.
+EKLD_RANGE = (1e-4, 3.0)
+
+
+def _ekld_axis(ax: Any) -> None:
+    """The shared axes of every eKLD-vs-class-size figure: log x (training images), log y (EKLD_RANGE)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(*EKLD_RANGE)
+    ax.set_xlabel("training images in class")
+    ax.set_ylabel("eKLD (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def ekld_vs_class_size(per_class: pa.Table, path: str | Path, spearman: float | None = None,
-                       title: str = "") -> Path:
-    """Scatter of eKLD against training class size (log x), each point labelled with its class."""
+                       title: str = "", colour: str = "C0") -> Path:
+    """Scatter of eKLD against training class size (log x), each point labelled with its class; `colour`
+    is the trial's group's (sweeps.groups.colour), the same in every figure of a sweep."""
     counts = np.asarray(per_class.column("train_count").to_numpy(), dtype=np.float64)
     ekld = np.asarray(per_class.column("ekld").to_numpy(zero_copy_only=False), dtype=np.float64)
     classes = per_class.column("class").to_pylist()
@@ -34,19 +49,14 @@ def ekld_vs_class_size(per_class: pa.Table, path: str | Path, spearman: float | 
     ax = fig.add_subplot(1, 1, 1)
     ok = np.isfinite(ekld) & (counts > 0)
     shown = np.clip(ekld, EKLD_RANGE[0], EKLD_RANGE[1])  # a fixed log axis: figures of any two runs compare
-    ax.scatter(counts[ok], shown[ok], s=22, color="tab:blue")
+    ax.scatter(counts[ok], shown[ok], s=22, color=colour)
     for c, n, e, y in zip(classes, counts, ekld, shown, strict=True):
         if math.isfinite(e) and n > 0:
             ax.annotate(str(c), (n, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(*EKLD_RANGE)
-    ax.set_xlabel("training images in class")
-    ax.set_ylabel("eKLD (log scale)")
+    _ekld_axis(ax)
     rho = "n/a" if spearman is None or not math.isfinite(spearman) else f"{spearman:.2f}"
     ax.set_title(f"{title}\neKLD vs class size (Spearman {rho})" if title else f"eKLD vs class size (Spearman {rho})",
                  fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,26 +65,32 @@ def ekld_vs_class_size(per_class: pa.Table, path: str | Path, spearman: float | 
 
 
 def ekld_bands(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: str | Path,
-               title: str = "", ylabel: str = "eKLD") -> Path:
+               title: str = "", colours: dict[str, str] | None = None, note: str = "") -> Path:
     """Mean curves of eKLD against class size with shaded 95% bands: label -> (train counts, mean, low,
-    high), one value per class (or size rank). NaN bands (a single repeat) are left out."""
-    fig = Figure(figsize=(6.0, 4.2), dpi=120)
+    high), one value per class (or size rank), on the axes every eKLD figure shares. NaN bands (a single
+    repeat) are left out. `colours`: label -> colour (a group's, the same in every figure); `note`: lines
+    printed under the axes (the contrast's numbers)."""
+    lines = note.count("\n") + 1 if note else 0
+    fig = Figure(figsize=(6.0, 4.2 + 0.18 * lines), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
     for label, (counts, mean, low, high) in curves.items():
         order = np.argsort(counts)
         x, m, lo, hi = (np.asarray(a, dtype=np.float64)[order] for a in (counts, mean, low, high))
-        line = ax.plot(x, m, marker="o", ms=3, label=label)[0]
+        colour = (colours or {}).get(label)
+        line = ax.plot(x, np.clip(m, *EKLD_RANGE), marker="o", ms=3, label=label, color=colour)[0]
         ok = np.isfinite(lo) & np.isfinite(hi)
-        if ok.any():  # eKLD is >= 0: a t-interval reaching below 0 is drawn from 0
-            ax.fill_between(x[ok], np.maximum(lo[ok], 0.0), hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xscale("log")
-    ax.set_xlabel("training images in class")
-    ax.set_ylabel(ylabel)
+        if ok.any():  # eKLD is >= 0: a t-interval reaching below the axis is drawn from its bottom
+            ax.fill_between(x[ok], np.clip(lo[ok], *EKLD_RANGE), np.clip(hi[ok], *EKLD_RANGE),
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    _ekld_axis(ax)
     ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
     if curves:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    if note:
+        bottom = (0.3 + 0.18 * lines) / (4.2 + 0.18 * lines)  # inches of text as a share of the height
+        fig.subplots_adjust(bottom=bottom + 0.1)
+        fig.text(0.02, 0.02, note, fontsize=7.5, family="monospace", va="bottom")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -26,12 +26,14 @@ from sweeps.tracking import mlflow_runs as mr
 from sweeps.trials.entry import trainable_for
 
 
-def tracker_for(cfg: SweepConfig, parent_run_id: str | None) -> Any:
+def tracker_for(cfg: SweepConfig, parent_run_id: str | None, uri: str | None = None) -> Any:
+    """The sweep's MLflow tracker; `uri`: where the sweep logged (sweep.json's), else the config's store."""
     from sweeps.tracking.tracker import SweepTracker
 
-    uri = paths.tracking_uri(cfg.tracking.uri, cfg.storage)
+    uri = uri or paths.tracking_uri(cfg.tracking.uri, cfg.storage)
     artifact_root = mr.default_artifact_root(paths.local_root(cfg.storage)) if uri.startswith("sqlite:") else None
-    return SweepTracker(uri, cfg.experiment, cfg.name, cfg, artifact_root, parent_run_id)
+    study = (paths.study_storage(cfg.search.storage, sweep_paths(cfg.name, cfg.storage).root), cfg.name)
+    return SweepTracker(uri, cfg.experiment, cfg.name, cfg, artifact_root, parent_run_id, study)
 
 
 def _run_config(cfg: SweepConfig, where: SweepPaths, callback: Any) -> Any:
@@ -251,11 +253,13 @@ def tune_trials(where: SweepPaths) -> list[Any]:
     return list(ExperimentAnalysis(str(where.tune)).trials)
 
 
-def record(cfg: SweepConfig, where: SweepPaths, tracker: Any, records: list[rs.TrialRecord]) -> int:
+def record(cfg: SweepConfig, where: SweepPaths, tracker: Any, records: list[rs.TrialRecord],
+           report: Any = None) -> int:
     """Bring MLflow in line with the trial index: held writes, groups and the race's decisions, every
-    trial's run, the parent's summary and state. Returns how many trials errored. Needs only MLflow
-    (`gitsweep sync` runs it)."""
+    trial's run, the parent's summary, the answer and report (`report`, sweeps.report.write_report's) and
+    state. Returns how many trials errored. Needs only MLflow (`gitsweep sync` runs it)."""
     from sweeps.search_state import read_decisions
+    from sweeps.summary import state_answer
     from sweeps.tracking.callback import TrialIndex, group_update
     from sweeps.tracking.outbox import Outbox
 
@@ -278,6 +282,8 @@ def record(cfg: SweepConfig, where: SweepPaths, tracker: Any, records: list[rs.T
     errored = int(tracker.reconcile(records, where.results))
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
     tracker.log_summary(sweep_summary(cfg, records, where.results))
+    if report is not None:
+        state_answer(cfg, tracker, report)
     tracker.close_parent(errored + len(unfinished))
     return errored
 
@@ -302,15 +308,15 @@ def finish(cfg: SweepConfig, where: SweepPaths, tracker: Any, callback: Any = No
 
     records = TrialIndex(where, kind_of(cfg.trial).result_files).sync(tune_trials(where))
     prune_checkpoints(where.tune_target)
+    report = write_report(cfg, where, records)  # on disk first: it stands even if MLflow is away
     if callback is not None and not callback.outbox.drain(force=True):
         raise OutageError(where, callback.outbox)  # what this session could not write goes to disk
     try:
-        errored = record(cfg, where, tracker, records)
+        errored = record(cfg, where, tracker, records, report)
     except Exception as exc:
         if not is_outage(exc):
             raise
         raise OutageError(where, getattr(callback, "outbox", None) or _empty_outbox(tracker)) from None
-    report = write_report(cfg, where, records)
     from sweeps.summary import closing_summary
 
     print(closing_summary(cfg, records, tracker, report), flush=True)

@@ -202,6 +202,15 @@ def group_per_class(group: Group, results: Path, by: str) -> pd.DataFrame | None
 Band = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+def colour(group_id: str) -> str:
+    """A group's colour, the same in every figure of a sweep (its trials', its own, the report's):
+    matplotlib's ten-colour cycle by the group's number (g0003 -> C3; a trial outside any group by its id).
+    Beyond ten groups the colours repeat."""
+    digits = group_id.lstrip("g")
+    number = int(digits) if digits.isdigit() else int.from_bytes(group_id.encode()[-4:], "big")
+    return f"C{number % 10}"
+
+
 def ekld_band(table: pd.DataFrame | None) -> Band | None:
     """(train counts, mean eKLD, 95% CI low, high) per class of a group's per-class summary, as
     gitlib.plots.ekld_bands draws it; None without per-class eKLD."""

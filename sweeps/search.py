@@ -307,6 +307,9 @@ class GroupSearch(Searcher):
         attrs: dict[str, Any] = {"n": len(g.finished), "raced_out": bool(d and d.decision == "dropped"),
                  "p_value": None if d is None or math.isnan(d.p) else d.p}
         attrs.update({f"{m}/ci95": [g.stats(m).ci95_low, g.stats(m).ci95_high] for m, _ in self.objectives})
+        # the values again, named and with their interval: optuna-dashboard's trial page lists values unnamed
+        attrs.update({m: f"{v:.4f} ({self.search.group_stat} of {g.stats(m).n}) [95% CI {g.stats(m).ci95_low:.4f}, "
+                         f"{g.stats(m).ci95_high:.4f}]" for v, (m, _) in zip(values, self.objectives, strict=True)})
         ok = all(math.isfinite(v) for v in values)
         try:
             self._set_attrs(g.number, attrs)
@@ -324,8 +327,9 @@ class GroupSearch(Searcher):
         which one it supersedes."""
         import optuna
 
+        old = self.study.trials[g.number].user_attrs  # with the group run's MLflow id (the tracker's)
         trial = optuna.trial.create_trial(params=g.params, distributions={k: self.space[k] for k in g.params},
-                                          values=values, user_attrs={**attrs, "group_id": g.group_id,
+                                          values=values, user_attrs={**old, **attrs, "group_id": g.group_id,
                                                                       "supersedes": g.number})
         self.study.add_trial(trial)
         g.number = self.study.trials[-1].number

@@ -74,9 +74,11 @@ def group_status(cfg: SweepConfig, paths: SweepPaths, records: list[rs.TrialReco
 
 
 def report(args: argparse.Namespace) -> int:
-    from sweeps.report import log_report, write_report
+    from sweeps.driver import tracker_for
+    from sweeps.report import write_report
     from sweeps.report.biases import check_population
     from sweeps.report.groups import parse_selector
+    from sweeps.summary import state_answer
 
     if bool(args.contrast) != bool(args.vs):
         raise ConfigError("--vs" if args.contrast else "--contrast", "a contrast needs both --contrast and --vs")
@@ -88,7 +90,8 @@ def report(args: argparse.Namespace) -> int:
                           "per configuration (search.repeats: 1)")
     check_population(cfg, args.population)  # before anything is written
     written = write_report(cfg, paths, trial_records(paths), selectors, args.group_by, args.population)
-    log_report(load_meta(paths), written.folder)
+    meta = load_meta(paths)
+    state_answer(cfg, tracker_for(cfg, meta["parent_run_id"], meta["tracking_uri"]), written)  # the parent, up to date
     print("\n".join(written.lines))
     print(f"report written to {written.folder}")
     return 0

@@ -30,10 +30,11 @@ def resume(args: argparse.Namespace) -> int:
 
 
 def sync(args: argparse.Namespace) -> int:
-    """Write what MLflow lacks of a sweep (writes held while its server was away, final states), from the
-    sweep's index and kept results: no Ray, no torch."""
+    """Write what MLflow lacks of a sweep (writes held while its server was away, final states, the report
+    and the answer), from the sweep's index and kept results: no Ray, no torch."""
     from sweeps import connect, driver, results
     from sweeps.paths import load_meta
+    from sweeps.report import write_report
     from sweeps.tracking import mlflow_runs as mr
 
     paths = find_sweep(args.sweep, args.storage)
@@ -41,7 +42,7 @@ def sync(args: argparse.Namespace) -> int:
     connect.log_to(connect.quiet_logs(), paths.log)  # MLflow's own lines go to the sweep's log
     tracker = driver.tracker_for(cfg, load_meta(paths)["parent_run_id"])
     records = results.read_index(paths.index)
-    errored = driver.record(cfg, paths, tracker, records)
+    errored = driver.record(cfg, paths, tracker, records, write_report(cfg, paths, records))
     print(f"MLflow holds sweep {cfg.name}: {len(records)} trials, {errored} errored "
           f"({mr.redact_uri(tracker.uri)})")
     return 0

@@ -11,7 +11,7 @@ difference of eKLD and accuracy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import yaml
 from gitlib.errors import ConfigError
 from sweeps import results as rs
 from sweeps.config import SweepConfig, trial_config
-from sweeps.groups import Band, Group, aligned, collect, paired_contrast, per_class_tables, stats
+from sweeps.groups import Band, Group, aligned, collect, colour, paired_contrast, per_class_tables, stats
 from sweeps.kinds import Contrast, kind_of
 
 PER_CLASS_DIFFS = ("ekld", "accuracy")
@@ -102,6 +102,16 @@ def pairs(groups: Sequence[Group], a_sel: dict[str, Any], b_sel: dict[str, Any],
     return out
 
 
+def best_group(cfg: SweepConfig, groups: Sequence[Group], dropped: Collection[str] = ()) -> Group | None:
+    """The best configuration: the best group means by the objectives in order (sweeps.results.best_of),
+    among the groups with a finished repeat that the race did not drop. The one rule of the closing
+    summary, the report and the parent run's `gitsweep.best_group` (without repeats: the best trial's)."""
+    objectives = list(zip(cfg.search.metric, cfg.search.mode, strict=True))
+    kept = [g for g in groups if g.finished and g.group_id not in dropped]
+    i = rs.best_of([{m: g.stats(m).mean for m, _ in objectives} for g in kept], objectives)
+    return None if i is None else kept[i]
+
+
 def default_pairs(cfg: SweepConfig, groups: Sequence[Group]) -> list[tuple[Group, Group]]:
     """The trial kind's default contrast (the classifier's: GIT against its baseline, with no generated
     share, at the same other settings); none for a kind without one."""
@@ -114,9 +124,12 @@ def label(g: Group, keys: Sequence[str]) -> str:
     return f"{g.group_id} ({shown})" if shown else g.group_id
 
 
-def contrast_rows(pair_list: Sequence[tuple[Group, Group]], keys: Sequence[str]) -> pd.DataFrame:
-    """Per pair and metric: mean paired difference A - B, its 95% CI, both p-values and n."""
-    rows = []
+def contrast_rows(pair_list: Sequence[tuple[Group, Group]], keys: Sequence[str],
+                  first: Sequence[str] = ()) -> pd.DataFrame:
+    """Per pair and metric: mean paired difference A - B, its 95% CI, both p-values and n. The metrics in
+    `first` (the search metrics, then the kind's headline) lead, each for every pair in turn; the other
+    metrics follow alphabetically."""
+    rows: list[dict[str, Any]] = []
     for a, b in pair_list:
         metrics = sorted(set().union(*a.finished.values(), *b.finished.values()))
         for m in metrics:
@@ -124,7 +137,26 @@ def contrast_rows(pair_list: Sequence[tuple[Group, Group]], keys: Sequence[str])
             rows.append({"a": label(a, keys), "b": label(b, keys), "metric": m, "diff": c.mean,
                          "ci95_low": c.ci95_low, "ci95_high": c.ci95_high, "p_ttest": c.p_ttest,
                          "p_wilcoxon": c.p_wilcoxon, "n": c.n})
-    return pd.DataFrame(rows)
+    rank = {m: i for i, m in enumerate(dict.fromkeys(first))}
+    order = sorted(range(len(rows)), key=lambda i: (rank.get(str(rows[i]["metric"]), len(rank)), rows[i]["metric"], i))
+    return pd.DataFrame([rows[i] for i in order], columns=CONTRAST_COLUMNS)
+
+
+CONTRAST_COLUMNS = ["a", "b", "metric", "diff", "ci95_low", "ci95_high", "p_ttest", "p_wilcoxon", "n"]
+SIGNIFICANT = {"diff": 4, "ci95_low": 4, "ci95_high": 4, "p_ttest": 3, "p_wilcoxon": 3}  # digits a reader needs
+
+
+def rounded(value: float, column: str) -> float:
+    """A contrast number as contrast.csv and the parent run's `contrast/*` metrics show it."""
+    return float(f"{value:.{SIGNIFICANT[column]}g}") if math.isfinite(value) else math.nan
+
+
+def readable(rows: pd.DataFrame) -> pd.DataFrame:
+    """contrast.csv: the rows rounded for reading (contrast.parquet keeps them exact)."""
+    out = rows.copy()
+    for column in SIGNIFICANT:
+        out[column] = [rounded(float(v), column) for v in out[column]]
+    return out
 
 
 def per_class_contrast(a: Group, b: Group, results: Path, by: str) -> pd.DataFrame | None:
@@ -147,26 +179,43 @@ def per_class_contrast(a: Group, b: Group, results: Path, by: str) -> pd.DataFra
     return out
 
 
-def contrast_figure(a: Group, b: Group, bands: dict[str, Band], keys: Sequence[str], path: Path) -> Path | None:
-    """The two groups' eKLD curves against class size, each with its 95% band."""
+def contrast_figure(a: Group, b: Group, bands: dict[str, Band], keys: Sequence[str], path: Path,
+                    note: str = "") -> Path | None:
+    """The two groups' eKLD curves against class size, each with its 95% band, in their colours; `note`
+    (the contrast's numbers) under the axes."""
     from gitlib.plots import ekld_bands
 
     curves = {label(g, keys): bands[g.group_id] for g in (a, b) if g.group_id in bands}
     if len(curves) < 2:
         return None
-    return ekld_bands(curves, path, f"eKLD vs class size: {a.group_id} vs {b.group_id} (95% bands)")
+    colours = {label(g, keys): colour(g.group_id) for g in (a, b)}
+    return ekld_bands(curves, path, f"eKLD vs class size: {a.group_id} vs {b.group_id} (95% bands)", colours, note)
+
+
+def contrast_note(rows: pd.DataFrame, metrics: Sequence[str], name: str, unit: str) -> str:
+    """The lines a contrast figure prints: each headline metric's paired difference, CI, p and n."""
+    shown = rows[rows["metric"].isin(metrics)]
+    if not len(shown):
+        return ""
+    width = max(len(m) for m in shown["metric"])
+    lines = [f"{name}, paired over n = {int(shown['n'].max())} {unit}: mean difference [95% CI], paired t p"]
+    for _, r in shown.iterrows():
+        lines.append(f"{r['metric']:<{width}}  {r['diff']:+.4f} [{r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}]"
+                     f"  p = {r['p_ttest']:.2g}")
+    return "\n".join(lines)
 
 
 def groups_figure(groups: Sequence[Group], bands: dict[str, Band], keys: Sequence[str], path: Path,
                   limit: int = 8) -> list[str]:
     """Every group's mean eKLD against class size with its 95% band over repeats, on one shared axis (the
-    first `limit` groups with per-class results); returns the groups drawn."""
+    first `limit` groups with per-class results), each in its colour; returns the groups drawn."""
     from gitlib.plots import ekld_bands
 
     drawn = [g for g in groups if g.group_id in bands][:limit]
     if drawn:
         ekld_bands({label(g, keys): bands[g.group_id] for g in drawn}, path,
-                   "eKLD vs class size: every group, mean and 95% band over its repeats")
+                   "eKLD vs class size: every group, mean and 95% band over its repeats",
+                   {label(g, keys): colour(g.group_id) for g in drawn})
     return [g.group_id for g in drawn]
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from sweeps import results as rs
 from sweeps.config import SweepConfig
-from sweeps.groups import Group, stats
+from sweeps.groups import Group, colour, stats
 from sweeps.search_state import Decision
 
 
@@ -54,11 +54,11 @@ def race_figure(groups: Sequence[Group], decisions: Mapping[str, Decision], metr
 
     fig = Figure(figsize=(7.0, 4.4), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
-    for i, g in enumerate(groups):
+    for g in groups:
         points = running_means(g, metric)
         if not points:
             continue
-        color = f"C{i % 10}"
+        color = colour(g.group_id)  # the group's colour in every figure of the sweep
         k, mean, lo, hi = (list(col) for col in zip(*points, strict=True))
         label = f"{g.group_id} ({rs.describe(g.params)})" if g.params else g.group_id
         ax.plot(k, mean, color=color, lw=1.4, label=label)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from sweeps import results as rs
 from sweeps.config import SweepConfig, trial_config
+from sweeps.groups import colour
 from sweeps.kinds import kind_of
 
 SURFACE_METRICS = (("test/balanced_acc", "balanced test accuracy"), ("ekld/tail", "tail eKLD"))
@@ -123,8 +124,9 @@ def _selected(df: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
 
 def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -> dict[str, Any]:
     """eKLD against class size: the best trial of the default contrast's side A against the best of side B
-    (the classifier's: the best GIT trial against the best baseline; the oracle is neither)."""
-    from matplotlib.figure import Figure
+    (the classifier's: the best GIT trial against the best baseline; the oracle is neither), on the axes
+    and in the colours of every eKLD figure of the sweep."""
+    from gitlib.plots import ekld_bands
 
     contrast = kind_of(cfg.trial).contrast
     if contrast is None or "ekld/tail" not in df:
@@ -139,27 +141,18 @@ def ekld_curves(cfg: SweepConfig, df: pd.DataFrame, results: Path, path: Path) -
             same = same[same[key] == first[key]]
         base = same if len(same) and same[metric].notna().any() else base
     picks = {a_label: first, b_label: _best(base, objectives)}
-    fig = Figure(figsize=(6, 4.2), dpi=110)
-    ax = fig.add_subplot(1, 1, 1)
-    chosen: dict[str, Any] = {}
-    for label, row in picks.items():
-        if row is None:
+    curves, colours, chosen = {}, {}, {}
+    for side, row in picks.items():
+        table = None if row is None else rs.read_per_class(results / str(row["trial_id"]))
+        if row is None or table is None:
             continue
-        table = rs.read_per_class(results / str(row["trial_id"]))
-        if table is None:
-            continue
-        t = table.to_pandas().sort_values("train_count")
-        ax.plot(t["train_count"], t["ekld"], marker="o", label=f"{label} ({row['trial_id']})")
-        chosen[label] = str(row["trial_id"])
-    ax.set_xscale("log")
-    ax.set_xlabel("training images in class")
-    ax.set_ylabel("eKLD")
-    ax.set_title(f"eKLD vs class size: best {a_label} vs best {b_label}", fontsize=10)
-    if chosen:
-        ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
+        t = table.to_pandas()
+        name = f"{side} ({row['trial_id']})"
+        nan = np.full(len(t), np.nan)  # one trial: no band
+        curves[name] = (t["train_count"].to_numpy(), t["ekld"].to_numpy(), nan, nan)
+        colours[name] = colour(str(row["group_id"]))
+        chosen[side] = str(row["trial_id"])
+    ekld_bands(curves, path, f"eKLD vs class size: best {a_label} vs best {b_label}", colours)
     return chosen
 
 
@@ -203,9 +196,11 @@ def pareto(cfg: SweepConfig, models: pd.DataFrame, out: Path) -> list[str]:
     (x, mx), (y, my) = objectives[:2]
     fig = Figure(figsize=(5.6, 4.2), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
-    ax.scatter(models[x], models[y], s=18, color="lightgrey", label="all")
-    ax.scatter(table[x], table[y], s=30, color="tab:red", label="Pareto front")
-    for _, r in table.iterrows():
+    # each model in its group's colour (the same in every figure of the sweep); the front circled in black
+    ax.scatter(models[x], models[y], s=18, c=[colour(str(g)) for g in models["group_id"]], alpha=0.5, label="all")
+    ax.scatter(table[x], table[y], s=40, c=[colour(str(g)) for g in table["group_id"]], edgecolors="k",
+               linewidths=1.2, label="Pareto front")
+    for _, r in models.iterrows():  # every model named, so a colour reads as its group here too
         ax.annotate(str(r[id_col]), (r[x], r[y]), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xlabel(f"{x} ({mx})")
     ax.set_ylabel(f"{y} ({my})")

@@ -17,7 +17,7 @@ from ray import tune
 
 from sweeps import results as rs
 from sweeps.config import SweepConfig
-from sweeps.groups import Group, align_by, collect, ekld_band, group_per_class
+from sweeps.groups import Group, align_by, collect, colour, ekld_band, group_per_class
 from sweeps.kinds import kind_of
 from sweeps.paths import SweepPaths
 from sweeps.search_state import FILE, LogReader
@@ -97,13 +97,14 @@ class TrialIndex:
 
 
 def group_figure(group: Group, table: Any, folder: Path, title: str) -> Path | None:
-    """eKLD against class size: the group's mean over its repeats with the 95% band."""
+    """eKLD against class size: the group's mean over its repeats with the 95% band, in the group's colour."""
     from gitlib.plots import ekld_bands
 
     band = ekld_band(table)
     if band is None:
         return None
-    return ekld_bands({f"mean of {len(group.finished)} repeats": band}, folder / "ekld_vs_class_size.png", title)
+    label = f"{group.group_id}: mean of {len(group.finished)} repeats"
+    return ekld_bands({label: band}, folder / "ekld_vs_class_size.png", title, {label: colour(group.group_id)})
 
 
 def group_update(cfg: SweepConfig, index: TrialIndex, gid: str, dropped: bool = False) -> list[Any]:

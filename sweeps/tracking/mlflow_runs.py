@@ -37,6 +37,8 @@ GENERATOR_TAG = "gitsweep.generator"
 ERROR_TAG = "gitsweep.error"
 DEVICE_TAG = "gitsweep.device"  # where the trial ran: "cuda:0 <GPU name>" or "cpu, N threads"
 FINAL_TAG = "gitsweep.final_logged"  # set once final metrics + artifacts are in: makes logging idempotent
+BEST_GROUP_TAG = "gitsweep.best_group"  # on the parent: the best group's id (sweeps.report.answer)
+CONTRAST_TAG = "gitsweep.contrast"  # on the parent: the groups its contrast/* metrics compare, "A - B"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
 STOPPED_TAG = "gitsweep.stopped_early"  # "true" on a trial ASHA or the time budget stopped (it was evaluated)
@@ -288,3 +290,25 @@ def ui_command(uri: str, artifact_root: str | None) -> str:
     if artifact_root and uri.startswith("sqlite:"):
         cmd += f" --default-artifact-root {artifact_root}"
     return cmd
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
+def ui_address(uri: str) -> str:
+    """The MLflow UI's address for a tracking URI: the server itself, or a local `mlflow ui`."""
+    uri = redact_uri(uri)
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3 opens experiments and runs in its GenAI view without it
+
+
+def runs_table_path(experiment_id: str) -> str:
+    """The experiment's runs table, in MLflow's "Model training" view, as a path of the UI's address."""
+    return f"#/experiments/{experiment_id}/runs?{ML_VIEW}"
+
+
+def run_path(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's page in the MLflow UI, or one of its artifacts (open in its Artifacts tab)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "") + f"?{ML_VIEW}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,12 @@ class SweepTracker:
     """MLflow writes of one sweep (picklable: the client is made lazily in each process)."""
 
     def __init__(self, uri: str, experiment: str, sweep: str, base: SweepConfig,
-                 artifact_root: str | None, parent_run_id: str | None = None) -> None:
+                 artifact_root: str | None, parent_run_id: str | None = None,
+                 study: tuple[str, str] | None = None) -> None:
         self.uri, self.experiment, self.sweep, self.base = uri, experiment, sweep, base
         self.artifact_root = artifact_root
         self.parent_run_id = parent_run_id
+        self.study = study  # (storage, name) of the sweep's Optuna study: its trials learn their group's run
         self._reset()
 
     def _reset(self) -> None:
@@ -65,12 +68,14 @@ class SweepTracker:
         self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> key -> steps logged (or pending)
         self._unsure: set[str] = set()  # runs whose last batch may have reached a server that then went away
         self._flushed_at = time.monotonic()
+        self._study_storage: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: self.__dict__[k] for k in ("uri", "experiment", "sweep", "base", "artifact_root", "parent_run_id")}
+        return {k: self.__dict__[k] for k in ("uri", "experiment", "sweep", "base", "artifact_root", "parent_run_id",
+                                              "study")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"study": None, **state})  # a tracker pickled before studies were linked has none
         self._reset()
 
     @property
@@ -175,16 +180,38 @@ class SweepTracker:
         params.update({f"sweep.base.{k}": v for k, v in self.base.read_by_trials().items()})
         return params
 
-    def describe(self) -> str:
-        """The parent run's description (MLflow's note): what the sweep is and where its report lives."""
+    def describe(self, answer: str = "", files: Sequence[tuple[str, str]] = ()) -> str:
+        """The parent run's description (MLflow's note): the answer first (sweeps.report.answer), what the
+        sweep is, and the report's files as they are, each linked to its place in the Artifacts tab."""
         s = self.base.search
         space = ", ".join(s.space) or "nothing (repeats of one configuration)"
         repeats = f", each as a group of {s.repeats} repeats over `{s.repeat_over}`" if s.repeats > 1 else ""
         raced = " (raced)" if s.racing is not None else ""
-        return (f"**Sweep `{self.sweep}`**: {s.num_samples} configurations{repeats}{raced}, searching {space} "
-                f"with `{s.sampler}` for {', '.join(s.metric)} ({', '.join(s.mode)}).\n\n"
-                "Trials (and groups) are the runs nested below; the chart view's `per_class/ekld` line chart "
-                "draws eKLD against class-size rank for the selected runs.")
+        parts = [answer] if answer else []
+        parts.append(f"**Sweep `{self.sweep}`**: {s.num_samples} configurations{repeats}{raced}, searching {space} "
+                     f"with `{s.sampler}` for {', '.join(s.metric)} ({', '.join(s.mode)}).")
+        if files:
+            run = self.parent_run_id or ""
+            parts.append("**Report** (Artifacts tab, folder `report/`):\n\n" + "\n".join(
+                f"- [{name}]({mr.run_path(self.experiment_id, run, f'report/{name}')})" + (f": {what}" if what else "")
+                for name, what in files))
+        else:
+            parts.append("The report (Artifacts tab, folder `report/`) is written and logged here when the sweep ends.")
+        parts.append("Trials (and groups) are the runs nested below; the chart view's `per_class/ekld` line chart "
+                     "draws eKLD against class-size rank (step 0 = the largest class) for the shown runs.")
+        return "\n\n".join(parts)
+
+    def state_answer(self, answer: str, tags: dict[str, str], metrics: dict[str, float], folder: Path | None,
+                     files: Sequence[tuple[str, str]]) -> None:
+        """The sweep's answer on the parent run: the report's files under `report/`, the tags that name the
+        best group and its contrast, the contrast's metrics (step 0), and the description opening with it."""
+        run_id = self.parent_run_id
+        if run_id is None:
+            return
+        if folder is not None and folder.is_dir():
+            self.client.log_artifacts(run_id, str(folder), artifact_path="report")
+        mr.set_tags(self.client, run_id, {**tags, mr.NOTE_TAG: self.describe(answer, files)})
+        mr.log_metrics(self.client, run_id, metrics, step=0)
 
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Sweep-level metrics on the parent: trials finished / failed / stopped early, best values."""
@@ -354,7 +381,34 @@ class SweepTracker:
         mr.set_tags(self.client, run_id, {mr.NOTE_TAG: note, **({mr.RACE_TAG: "running"}
                                                                 if created and self.base.search.racing else {})})
         self._groups[gid] = run_id
+        self._link_study(gid, run_id)
         return run_id
+
+    def _link_study(self, gid: str, run_id: str) -> None:
+        """The group run's id and page as user attributes of the group's Optuna trial (the searcher set its
+        `group_id`), so optuna-dashboard's trial page leads back to MLflow. The study's SQLite (or database)
+        is the place the searcher and this tracker share. Optuna takes attributes only while a trial runs,
+        which it does from the group's first repeat, when its run is made, until the group is told."""
+        if self.study is None:
+            return
+        import optuna
+
+        storage, name = self.study
+        try:
+            if self._study_storage is None:
+                self._study_storage = optuna.storages.get_storage(storage)
+            study = optuna.load_study(study_name=name, storage=self._study_storage)
+        except KeyError:  # no study (a sweep without a searcher's study, e.g. in a test)
+            return
+        url = f"{mr.ui_address(self.uri)}/{mr.run_path(self.experiment_id, run_id)}"
+        for trial in study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("group_id") != gid or trial.user_attrs.get("mlflow_run_id") == run_id:
+                continue
+            try:
+                for key, value in (("mlflow_run_id", run_id), ("mlflow_run", url)):
+                    self._study_storage.set_trial_user_attr(trial._trial_id, key, value)
+            except RuntimeError:  # told already (finished trials are read-only)
+                continue
 
     def log_group(self, config: dict[str, Any], metrics: dict[str, float], rows: list[dict[str, Any]] | None,
                   png: str | None, done: bool) -> None:

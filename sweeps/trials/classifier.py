@@ -48,7 +48,7 @@ def classifier_inputs(cfg: SweepConfig, device: torch.device, generator_file: Pa
     return data, load_generator(entry.model_path, device), notes
 
 
-def final_files(result: ClassifierResult, cfg: SweepConfig, title: str) -> dict[str, Any]:
+def final_files(result: ClassifierResult, cfg: SweepConfig, title: str, colour: str = "C0") -> dict[str, Any]:
     """The result contract's files of a finished classifier: final.json, the per-class table, the figure."""
     import pyarrow.parquet as pq
 
@@ -58,7 +58,7 @@ def final_files(result: ClassifierResult, cfg: SweepConfig, title: str) -> dict[
         tmp = Path(d)
         pq.write_table(result.per_class, tmp / rs.PER_CLASS)
         ekld_vs_class_size(result.per_class, tmp / rs.EKLD_PNG, spearman=result.metrics.get("ekld/size_spearman"),
-                           title=title)
+                           title=title, colour=colour)
         return {rs.PER_CLASS: (tmp / rs.PER_CLASS).read_bytes(), rs.EKLD_PNG: (tmp / rs.EKLD_PNG).read_bytes(),
                 rs.CURVES: json.dumps(result.curves)}
 
@@ -104,7 +104,7 @@ def classifier_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
     final = {**last, **result.metrics}
     if result.stopped_early:  # evaluated where ASHA or the time budget stopped it
         final.update({"epoch": float(result.trainer.epoch), "trial/stopped_early": 1.0})
-    files = final_files(result, cfg, title=f"{cfg.name} {ctx.label}")
+    files = final_files(result, cfg, title=f"{cfg.name} {ctx.label}", colour=ctx.colour)
     files.update({rs.STATE: result.trainer.state_dict(), rs.META: json.dumps({"epoch": result.trainer.epoch}),
                   rs.FINAL: json.dumps(rs.numbers(final))})
     ctx.report(final, files)

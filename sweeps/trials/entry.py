@@ -18,6 +18,7 @@ import yaml
 from gitlib.errors import UserError
 from sweeps import results as rs
 from sweeps.config import ResourcesConfig, SweepConfig, trial_config
+from sweeps.groups import colour as group_colour
 from sweeps.kinds import TrialKind, kind_of, resolve
 from sweeps.trials.report_ahead import Report, ReportAhead
 from sweeps.trials.stops import StopCheck
@@ -69,9 +70,10 @@ class TrialContext:
     """A running trial's link to Tune: what it was restored from, and its reports."""
 
     def __init__(self, ahead: ReportAhead, folder: Path | None, label: str = "",
-                 stop_check: Callable[..., bool] | None = None) -> None:
+                 stop_check: Callable[..., bool] | None = None, colour: str = "C0") -> None:
         self._ahead = ahead
         self.label = label  # "trial <id>: <searched values>", for figure titles
+        self.colour = colour  # its group's colour (sweeps.groups.colour), for its figures
         self.stop_check = stop_check or (lambda *_: False)  # has the driver asked this trial to stop?
         self.state: dict[str, Any] | None = None  # trainer state to resume from
         self.meta: dict[str, Any] = {}
@@ -145,16 +147,17 @@ def tune_entry(body: Body) -> Callable[[dict[str, Any], SweepConfig, TrialKind],
         trial_id = tune.get_context().get_trial_id()
         values = rs.describe(dict(sorted(rs.sampled_values(config).items())))
         label = f"trial {trial_id}" + (f": {values}" if values else "")
+        colour = group_colour(str(config.get(rs.GROUP_KEY, trial_id)))
         stop = StopCheck(base.name, trial_id)
 
         def train() -> None:
             try:
                 cfg = trial_config(base, config)
                 if checkpoint is None:
-                    body(cfg, TrialContext(ahead, None, label, stop))
+                    body(cfg, TrialContext(ahead, None, label, stop, colour))
                     return
                 with checkpoint.as_directory() as d:
-                    ctx = TrialContext(ahead, Path(d), label, stop)
+                    ctx = TrialContext(ahead, Path(d), label, stop, colour)
                 body(cfg, ctx)
             except UserError as exc:
                 raise NonRetryable(f"{type(exc).__name__}: {exc}") from None

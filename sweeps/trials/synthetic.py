@@ -55,10 +55,10 @@ def synthetic_trial(cfg: SweepConfig, ctx: TrialContext) -> None:
         result["trial/stopped_early"] = 1.0
     result["time/trial_s"] = time.perf_counter() - started  # this attempt's own time, start to final result
     ctx.report(result, {rs.FINAL: json.dumps(result), rs.META: json.dumps({"epoch": epoch}),
-                        **_table_files(table, f"{cfg.name} {ctx.label}")})
+                        **_table_files(table, f"{cfg.name} {ctx.label}", ctx.colour)})
 
 
-def _table_files(table: dict[str, list[float]], title: str) -> dict[str, bytes]:
+def _table_files(table: dict[str, list[float]], title: str, colour: str) -> dict[str, bytes]:
     """per_class.parquet and the eKLD figure of a per-class table."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -69,5 +69,5 @@ def _table_files(table: dict[str, list[float]], title: str) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory(prefix="gitsweep-synthetic-") as d:
         folder = Path(d)
         pq.write_table(arrow, folder / rs.PER_CLASS)
-        ekld_vs_class_size(arrow, folder / rs.EKLD_PNG, title=title)
+        ekld_vs_class_size(arrow, folder / rs.EKLD_PNG, title=title, colour=colour)
         return {name: (folder / name).read_bytes() for name in (rs.PER_CLASS, rs.EKLD_PNG)}

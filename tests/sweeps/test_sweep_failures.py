@@ -50,6 +50,7 @@ def test_sweep_with_failures(tmp_path: Path, storage: Path) -> None:
             assert key in r.data.metrics, key  # every final metric of the MLflow layout is there
         assert len(metric_history(storage, r, "val/balanced_acc")) == 4  # one point per epoch
         assert r.data.params["classifier.epochs"] == "4"  # params: the flattened resolved config
+        assert r.data.params["classifier.augment"] == "git"  # with generated images (gen_frac 0.5): GIT ran
 
     raised = failed["raise"]
     assert "InjectedFailure" in raised.data.tags["gitsweep.error"]  # the reason is visible in MLflow

@@ -86,6 +86,8 @@ def test_a_groups_numbers_are_the_same_everywhere(tmp_path: Path, storage: Path)
             assert table.loc[gid, f"{m}_ci95_low"] == pytest.approx(told[gid].user_attrs[f"{m}/ci95"][0], rel=1e-12)
             exact, (lo, hi) = told[gid].values[i], told[gid].user_attrs[f"{m}/ci95"]
             cell = f"{exact:.4f} [{lo:.4f}, {hi:.4f}]"
+            # optuna-dashboard's trial page: the value named, with its statistic, n and interval
+            assert told[gid].user_attrs[m] == f"{exact:.4f} (mean of {len(done)}) [95% CI {lo:.4f}, {hi:.4f}]"
             for name, line in lines.items():
                 assert cell in line, (name, cell, line)  # status, the closing summary and the report print it
     arm0 = next(gid for gid, g in groups.items() if g.data.params["synthetic.arm"] == "0")
@@ -93,13 +95,16 @@ def test_a_groups_numbers_are_the_same_everywhere(tmp_path: Path, storage: Path)
     assert all("2/3 (1 failed)" in next(ln for ln in text.splitlines() if ln.startswith(arm0))
                for text in (status.stdout, res.stdout, report.stdout))
 
-    # The contrast pairs repeats by seed: only seeds finished in both groups (1 and 2).
-    contrast = pd.read_csv(storage / "sweeps" / "groups" / "report" / "contrast.csv")
+    # The contrast pairs repeats by seed: only seeds finished in both groups (1 and 2). contrast.parquet holds
+    # it exactly, contrast.csv rounded for reading.
+    contrast = pd.read_parquet(storage / "sweeps" / "groups" / "report" / "contrast.parquet")
     row = contrast[contrast["metric"] == "test/balanced_acc"].iloc[0]
     by_seed = {(t.data.params["synthetic.arm"], t.data.params["seed"]): t.data.metrics.get("test/balanced_acc")
                for t in trials if t.info.status == "FINISHED"}
     diffs = [by_seed[("1", s)] - by_seed[("0", s)] for s in ("1", "2")]
     assert row["n"] == 2 and row["diff"] == pytest.approx(np.mean(diffs), rel=1e-5)
+    shown = pd.read_csv(storage / "sweeps" / "groups" / "report" / "contrast.csv")
+    assert shown[shown["metric"] == "test/balanced_acc"]["diff"].iloc[0] == float(f"{row['diff']:.4g}")
     assert {"per_class.parquet", "per_class.json", "ekld_vs_class_size.png"} <= artifacts(storage, groups[arm0])
     summary = json.loads((storage / "sweeps" / "groups" / "report" / "summary.json").read_text())
     assert summary["ekld_curves"] == ["g0000", "g0001"]  # with repeats: every group's band in one figure

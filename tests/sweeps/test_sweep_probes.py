@@ -28,11 +28,21 @@ def test_probes_logged_and_correlated_across_trials(tmp_path: Path, storage: Pat
     )
     res = run_cli(["run", str(write_config(tmp_path / "p.yaml", cfg)), "--storage", str(storage)], timeout=500)
     assert res.returncode == 0, res.stdout + res.stderr
-    trials = [r for r in mlflow_runs(storage, "probed") if r.data.tags.get("gitsweep.role") == "classifier"]
+    runs = mlflow_runs(storage, "probed")
+    trials = [r for r in runs if r.data.tags.get("gitsweep.role") == "classifier"]
     assert len(trials) == 5
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    # Params say what ran: `augment: git` with no generated share is the baseline, logged as `none` (as the
+    # CLI prints it), so a filter finds every one of these baselines
+    exp = trials[0].info.experiment_id
+    found = client.search_runs([exp], "params.classifier.augment = 'none'")
+    assert sorted(r.info.run_id for r in found) == sorted(r.info.run_id for r in trials)
+    assert not client.search_runs([exp], "params.classifier.augment = 'git'")
+    parent = next(r for r in runs if r.data.tags.get("gitsweep.role") == "sweep")
+    sections = {k.split(".")[2] for k in parent.data.params if k.startswith("sweep.base.") and k.count(".") > 2}
+    assert sections == {"classifier", "dataset", "generator", "resources"}  # what a classifier reads: no msr.*
     for r in trials:
         for key in (*PROBES, "probe/corruption_acc", "probe/lpp_head", "probe/lpp_tail", "probe/corruption_acc_tail"):
             assert key in r.data.metrics, key  # every probe scalar, with head and tail versions
