@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow draws a progress bar for every small artifact it reads back (per-class tables on resume);
+    # the sweep's own progress line is the one that tells the truth.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         handler = getattr(importlib.import_module(args.module), args.func)
         return int(handler(args) or 0)

@@ -6,6 +6,7 @@ lives, `<storage>/sweeps/<name>/`:
     sweep.json      tracking URI, experiment, parent run id, Tune experiment path
     search.jsonl    the search's log: configurations, which trial runs which repeat, race decisions
     trials.json     the trial index the driver keeps (sweeps.results): what `status` and `report` read
+    trials.jsonl    records changed since trials.json was written (a line per trial end)
     results/<id>/   each finished trial's final metrics, per-class table and figure (sweeps.results)
     tune/<name>-<hash>/  the Tune experiment (trial folders, checkpoints)
     optuna.db       the search's Optuna study (SQLite default)

@@ -20,6 +20,7 @@ one record per trial in `<sweep>/trials.json` (state, Tune config, last metrics,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,15 +100,44 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def journal_of(index: Path) -> Path:
+    """Records changed since the index was last written, one JSON line each (`trials.jsonl`)."""
+    return index.with_suffix(".jsonl")
+
+
+def add_record(records: dict[str, TrialRecord], rec: TrialRecord) -> None:
+    """Put `rec` in `records`. A new trial in a slot drops the slot's unfinished records: a repeat that a
+    killed driver's Tune lost runs again under a new id."""
+    if rec.trial_id not in records:
+        for k in [k for k, r in records.items() if r.slot == rec.slot and r.status != "TERMINATED"]:
+            del records[k]
+    records[rec.trial_id] = rec
+
+
 def read_index(path: Path) -> list[TrialRecord]:
-    if not path.is_file():
-        return []
-    return [TrialRecord(**r) for r in json.loads(path.read_text())["trials"]]
+    """The index as last written, with the journal's later records over it."""
+    records: dict[str, TrialRecord] = {}
+    if path.is_file():
+        records = {r["trial_id"]: TrialRecord(**r) for r in json.loads(path.read_text())["trials"]}
+    journal = journal_of(path)
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            with contextlib.suppress(ValueError, TypeError):  # a line cut short by a kill
+                add_record(records, TrialRecord(**json.loads(line)))
+    return list(records.values())
 
 
 def write_index(path: Path, records: list[TrialRecord]) -> None:
+    """The whole index, then an empty journal (a kill in between leaves a journal the index already holds)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"trials": [asdict(r) for r in records]})
+    journal_of(path).unlink(missing_ok=True)
+
+
+def append_record(path: Path, rec: TrialRecord) -> None:
+    """One changed record onto the index's journal: a line, not the whole index, per trial event."""
+    with journal_of(path).open("a") as f:
+        f.write(json.dumps(asdict(rec), default=str) + "\n")
 
 
 def keep_results(checkpoint_dir: Path, dest: Path, files: Sequence[str]) -> bool:

@@ -49,6 +49,9 @@ def running_means(g: Group, metric: str) -> list[tuple[int, float, float, float]
     return out
 
 
+BAND_FROM = 3
+
+
 def race_figure(groups: Sequence[Group], decisions: Mapping[str, Decision], metric: str, path: Path) -> Path:
     from matplotlib.figure import Figure
 
@@ -62,13 +65,18 @@ def race_figure(groups: Sequence[Group], decisions: Mapping[str, Decision], metr
         k, mean, lo, hi = (list(col) for col in zip(*points, strict=True))
         label = f"{g.group_id} ({rs.describe(g.params)})" if g.params else g.group_id
         ax.plot(k, mean, color=color, lw=1.4, label=label)
-        ax.fill_between(k, [x if math.isfinite(x) else m for x, m in zip(lo, mean, strict=True)],
-                        [x if math.isfinite(x) else m for x, m in zip(hi, mean, strict=True)], color=color, alpha=0.12)
+        # bands from 3 repeats on: a t interval over 1 or 2 differences spans the whole axis and hides the race
+        banded = [i for i, n in enumerate(k) if n >= BAND_FROM and math.isfinite(lo[i]) and math.isfinite(hi[i])]
+        if banded:
+            ax.fill_between([k[i] for i in banded], [lo[i] for i in banded], [hi[i] for i in banded],
+                            color=color, alpha=0.12)
         d = decisions.get(g.group_id)
         if d is not None and d.decision == "dropped":
             ax.plot([k[-1]], [mean[-1]], marker="X", ms=9, color=color)
+    if metric.startswith("ekld"):
+        ax.set_yscale("log")  # as every eKLD figure of the sweep
     ax.set_xlabel("repeats finished")
-    ax.set_ylabel(f"{metric}: running mean, 95% CI")
+    ax.set_ylabel(f"{metric}: running mean, 95% CI from {BAND_FROM} repeats")
     ax.set_title("the race: each configuration's running mean; X = dropped (worse than the incumbent)", fontsize=9)
     ax.grid(True, alpha=0.3)
     if len(groups) <= 12:

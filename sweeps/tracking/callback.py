@@ -45,7 +45,9 @@ def trial_error(trial: Any) -> str:
 
 
 class TrialIndex:
-    """The driver's record of every trial (`<sweep>/trials.json`) and of their kept results."""
+    """The driver's record of every trial (`<sweep>/trials.json` and its journal) and of their kept results.
+    A trial's end appends one line to the journal; Tune's snapshots (rate-limited by Tune) rewrite the whole
+    index, so a long sweep's driver does not rewrite every record at every event."""
 
     def __init__(self, paths: SweepPaths, result_files: tuple[str, ...] = (rs.FINAL,)) -> None:
         self.paths, self.result_files = paths, result_files
@@ -54,12 +56,13 @@ class TrialIndex:
     def record(self, trial: Any) -> rs.TrialRecord:
         rec = self.records.get(trial.trial_id)
         if rec is None:
-            rec = self.records[trial.trial_id] = rs.TrialRecord(trial.trial_id, trial.status, dict(trial.config))
-            # a repeat a killed driver's Tune lost runs again under a new id: the lost trial's record goes
-            self.records = {k: r for k, r in self.records.items()
-                            if k == rec.trial_id or r.slot != rec.slot or r.status == "TERMINATED"}
+            rec = rs.TrialRecord(trial.trial_id, trial.status, dict(trial.config))
+            rs.add_record(self.records, rec)
         rec.status = trial.status
         return rec
+
+    def of_group(self, gid: str) -> list[rs.TrialRecord]:
+        return [r for r in self.records.values() if r.group_id == gid]
 
     def update(self, trial: Any, result: dict[str, Any] | None = None, failed: bool = False) -> rs.TrialRecord:
         rec = self.record(trial)
@@ -81,6 +84,9 @@ class TrialIndex:
 
     def save(self) -> None:
         rs.write_index(self.paths.index, list(self.records.values()))
+
+    def note(self, rec: rs.TrialRecord) -> None:
+        rs.append_record(self.paths.index, rec)
 
     def sync(self, trials: list[Any]) -> list[rs.TrialRecord]:
         """Match Tune's saved trials (the truth after fit() or a killed driver): states, errors, results.
@@ -111,7 +117,7 @@ def group_update(cfg: SweepConfig, index: TrialIndex, gid: str, dropped: bool = 
     """The arguments of the tracker's log_group for a group, as plain data: its statistics over the repeats
     kept so far, its per-class summary rows and, once every repeat has ended (or the race dropped it and
     its last running repeat stopped), its band figure (kept under results/groups/<group>/)."""
-    records = [r for r in index.records.values() if r.group_id == gid]
+    records = index.of_group(gid)
     group = collect(records, index.paths.results, cfg.search.repeat_over)[0]
     n_ended = sum(r.status in ("TERMINATED", "ERROR") for r in records)
     ended = n_ended >= cfg.search.repeats or (dropped and n_ended == len(records))
@@ -186,7 +192,7 @@ class SweepCallback(tune.Callback):
         else:
             self.outbox.send("finish_trial", trial.trial_id, trial.config, "FINISHED")
             self.progress.finished(trial.trial_id, trial.config, rec.last)
-        self.index.save()
+        self.index.note(rec)
         self._groups_changed(rec.group_id)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -199,7 +205,7 @@ class SweepCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self.index.update(trial, failed=True)
         self.outbox.send("finish_trial", trial.trial_id, trial.config, "FAILED", rec.error)
-        self.index.save()
+        self.index.note(rec)
         self.progress.errored(trial.trial_id, trial.config, rec.error)
         self._groups_changed(rec.group_id)
 

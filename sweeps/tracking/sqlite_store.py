@@ -4,10 +4,11 @@ client opens it.
 MLflow migrates a fresh SQLite file in every process that opens it, and processes migrating one file at
 once fail (`table experiments already exists`, alembic's `expected to match one row`, a
 `CircularDependencyError`) and can leave it half-migrated for every later process. So gitsweep makes its
-database itself, under a file lock next to it (`mlflow.db.lock`): it builds a complete one in a temporary
-file in the same folder with MLflow's own migrations, turns on WAL (readers such as `mlflow ui` then never
-block a sweep's writes, and concurrent sweeps wait less on each other), and links it into place
-(`os.link`, which never replaces a file someone else made meanwhile). The path never holds a
+database itself, under a file lock next to it (`mlflow.db.lock`): it puts a complete one in a temporary
+file in the same folder (a copy of an empty database that MLflow's own migrations made once, kept in the
+user's cache), turns on WAL (readers such as `mlflow ui` then never block a sweep's writes, and
+concurrent sweeps wait less on each other), and links it into place (`os.link`, which never replaces a
+file someone else made meanwhile). The path never holds a
 half-migrated file of gitsweep's making.
 
 A file there that is not at MLflow's schema (another process, a `mlflow ui` or a script, making it right
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -81,17 +83,9 @@ def _make(path: Path) -> None:
 
 
 def _create(path: Path) -> bool:
-    """Build a complete database beside `path` and link it into place; False if a file got there first."""
-    from mlflow.store.db.utils import _initialize_tables, _verify_schema, create_sqlalchemy_engine
-
+    """Put a complete database beside `path` and link it into place; False if a file got there first."""
     tmp = path.with_name(f".{path.name}.new{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
-    try:
-        _initialize_tables(engine)  # MLflow's own first-open migration, in a file no one else sees
-        _verify_schema(engine)
-    finally:
-        engine.dispose()  # no connection to the temporary name outlives it
+    shutil.copyfile(_template(), tmp)
     with sqlite3.connect(tmp) as con:
         con.execute("PRAGMA journal_mode=WAL")  # kept by the file: readers and one writer at a time
     con.close()
@@ -102,6 +96,28 @@ def _create(path: Path) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _template() -> Path:
+    """An empty database at MLflow's schema, migrated once per MLflow schema on this machine and copied for
+    every new home: MLflow's migrations take seconds, a copy takes a millisecond."""
+    from mlflow.store.db.utils import _initialize_tables, _verify_schema, create_sqlalchemy_engine
+
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitsweep"
+    template = folder / f"mlflow-empty-{head_revision()}.db"
+    if template.is_file() and _state(template) == "ready":
+        return template
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_name(f".{template.name}.new{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
+    try:
+        _initialize_tables(engine)  # MLflow's own first-open migration, in a file no one else sees
+        _verify_schema(engine)
+    finally:
+        engine.dispose()  # no connection to the temporary name outlives it
+    os.replace(tmp, template)  # whole or not at all: two processes making it at once both leave a good one
+    return template
 
 
 @functools.lru_cache(maxsize=1)
