@@ -95,7 +95,8 @@ def test_sweep_with_s3_storage_shares_dataset_and_generator(workdir: Path, s3: d
     assert "sweeps/s3-sweep/sweep.json" in files and "sweeps/s3-sweep/config.yaml" in files
     assert any(f.startswith("sweeps/s3-sweep/tune/s3-sweep-") and "/experiment_state" in f for f in files), files
     meta = json.loads(_read(fs, f"{root}/sweeps/s3-sweep/sweep.json"))
-    assert meta["tune_path"] == f"s3://{BUCKET}/sweeps/sweeps/s3-sweep/tune"
+    assert meta["tune_path"] == f"s3://{BUCKET}/sweeps/sweeps/s3-sweep/tune/{meta['tune_name']}"
+    assert meta["tune_name"].startswith("s3-sweep-")  # the experiment's own folder under tune/
 
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("s3-sweep")

@@ -38,7 +38,7 @@ def _k49_config(folder: Path, name: str, root: Path) -> Path:
                    "space": {"classifier.lr": {"type": "categorical", "choices": [0.05]}}}})
 
 
-def test_a_root_the_worker_node_does_not_see(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_root_the_worker_node_does_not_see(workdir: Path) -> None:
     hidden, shared = workdir / "hidden" / "k49", workdir / "shared" / "k49"
     write_k49(hidden, per_class=2, test_per_class=1)
     write_k49(shared, per_class=2, test_per_class=1)
@@ -62,18 +62,21 @@ def test_a_root_the_worker_node_does_not_see(workdir: Path, monkeypatch: pytest.
         assert not storage.exists()  # nothing written
 
         # Where both nodes see the root, the check runs on both and passes (called as the driver calls it).
-        from gitlib.errors import DataError
-        from sweeps.config import load_config
-        from sweeps.preflight import preflight_on_nodes
-
-        for key, value in token_env(workdir).items():
-            monkeypatch.setenv(key, value)
-        import ray
-
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-        try:
-            assert preflight_on_nodes(load_config(str(_k49_config(workdir, "shared", shared)))[0]) == []
-            with pytest.raises(DataError, match=f"id {worker[:8]}"):
-                preflight_on_nodes(load_config(str(_k49_config(workdir, "hidden", hidden)))[0])
-        finally:
-            ray.shutdown()
+        # In a process of its own: Ray reads its auth mode once per process, and this one may have run
+        # an unauthenticated Ray already.
+        script = (
+            "import ray, sys\n"
+            "from gitlib.errors import DataError\n"
+            "from sweeps.config import load_config\n"
+            "from sweeps.preflight import preflight_on_nodes\n"
+            "ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR')\n"
+            "print('shared:', preflight_on_nodes(load_config(sys.argv[2])[0]))\n"
+            "try:\n"
+            "    preflight_on_nodes(load_config(sys.argv[3])[0])\n"
+            "except DataError as exc:\n"
+            "    print('hidden:', exc)\n")
+        checked = subprocess.run([sys.executable, "-c", script, address, str(_k49_config(workdir, "shared", shared)),
+                                  str(_k49_config(workdir, "hidden", hidden))], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert "shared: []" in checked.stdout, checked.stdout + checked.stderr[-3000:]
+        assert f"id {worker[:8]}" in next(ln for ln in checked.stdout.splitlines() if ln.startswith("hidden:"))

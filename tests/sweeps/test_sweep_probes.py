@@ -68,7 +68,9 @@ def test_probes_logged_and_correlated_across_trials(tmp_path: Path, storage: Pat
             assert row.n == ok.sum()
     for name in ("bias_correlations.png", "bias_matrix.png", "bias_head_vs_tail.png"):
         assert (folder / name).stat().st_size > 5000, name  # drawn: 5 models are enough
-    assert "contrast" not in report.stdout and not (folder / "contrast.csv").exists()  # one trial per configuration
+    # one trial per configuration: no contrast computed (the answer says there is none)
+    assert "paired by repeat" not in report.stdout and not (folder / "contrast.csv").exists()
+    assert "no confidence interval and no contrast" in report.stdout
 
     # rule: a contrast pairs repeats, so a sweep without them is refused, naming the option
     refused = run_cli(["report", "probed", "--storage", str(storage), "--contrast", "seed=0", "--vs", "seed=1"])
