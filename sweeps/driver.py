@@ -274,6 +274,8 @@ def record(cfg: SweepConfig, where: SweepPaths, tracker: Any, records: list[rs.T
     if cfg.search.repeats > 1:  # groups whose repeats ended while no driver was watching
         index = TrialIndex(where, kind_of(cfg.trial).result_files)
         for gid in sorted({r.group_id for r in records}):
+            if tracker.group_ended(gid):  # its last update, and any race decision before it, are in MLflow
+                continue
             d = decisions.get(gid)
             args = group_update(cfg, index, gid, d is not None and d.decision == "dropped")
             if d is not None:

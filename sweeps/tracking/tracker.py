@@ -62,6 +62,8 @@ class SweepTracker:
         self._groups: dict[str, str] = {}  # group id -> its run (only with search.repeats > 1)
         self._existing: dict[str, dict[str, str]] | None = None  # runs of this sweep found in MLflow
         self._final: set[Slot] = set()
+        self._ended: dict[Slot, str] = {}  # trial runs this tracker ended, with the status it gave them
+        self._groups_ended: set[str] = set()  # group runs this tracker ended (their last update logged)
         self._generators: set[str] = set()
         self._device_tagged: set[Slot] = set()
         self._pending: dict[str, list[Any]] = {}  # run id -> metric points not yet written
@@ -349,11 +351,19 @@ class SweepTracker:
 
     def finish_trial(self, trial_id: str, config: dict[str, Any], status: str, error: str | None = None,
                      tags: dict[str, str] | None = None) -> None:
+        slot = slot_of(trial_id, config)
+        if self._ended.get(slot) == status:  # the final reconcile of a run this session already ended
+            return
         self.flush()
         run_id = self.trial_run(trial_id, config)
         if tags:
             mr.set_tags(self.client, run_id, tags)
         mr.finish_run(self.client, run_id, status, error)
+        self._ended[slot] = status
+
+    def group_ended(self, gid: str) -> bool:
+        """Whether this tracker already logged the group's last update (and ended its run)."""
+        return gid in self._groups_ended
 
     # ---- groups (search.repeats > 1) ------------------------------------------------------------------
 
@@ -435,6 +445,8 @@ class SweepTracker:
                 mr.log_figure(self.client, run_id, png_path, "ekld_vs_class_size")
             mr.finish_run(self.client, run_id, "FINISHED" if n else "FAILED",
                           None if n else "every repeat of the group failed")
+        if done:
+            self._groups_ended.add(str(config.get(rs.GROUP_KEY)))
 
     def log_race(self, config: dict[str, Any], d: Decision) -> None:
         """The race's decision on a group: `gitsweep.race` (dropped | survived), the incumbent it was
