@@ -277,7 +277,7 @@ def record(cfg: SweepConfig, where: SweepPaths, tracker: Any, records: list[rs.T
             if tracker.group_ended(gid):  # its last update, and any race decision before it, are in MLflow
                 continue
             d = decisions.get(gid)
-            args = group_update(cfg, index, gid, d is not None and d.decision == "dropped")
+            args = group_update(cfg, index.of_group(gid), where.results, d is not None and d.decision == "dropped")
             if d is not None:
                 tracker.log_race(args[0], d)
             tracker.log_group(*args)
@@ -311,6 +311,8 @@ def finish(cfg: SweepConfig, where: SweepPaths, tracker: Any, callback: Any = No
     records = TrialIndex(where, kind_of(cfg.trial).result_files).sync(tune_trials(where))
     prune_checkpoints(where.tune_target)
     report = write_report(cfg, where, records)  # on disk first: it stands even if MLflow is away
+    if callback is not None:
+        callback.outbox.close()  # fit() may have ended without on_experiment_end: the tracker is ours alone now
     if callback is not None and not callback.outbox.drain(force=True):
         raise OutageError(where, callback.outbox)  # what this session could not write goes to disk
     try:

@@ -286,10 +286,23 @@ class GroupSearch(Searcher):
         return gid
 
     def _set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
+        """The trial's user attributes, in one transaction where the storage is a database: Optuna's public
+        call commits each on its own, and at a thousand trials those commits were a tenth of the driver's
+        time per trial."""
         storage, study = self.study._storage, self.study
         trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        for k, v in attrs.items():
-            storage.set_trial_user_attr(trial_id, k, v)
+        backend = getattr(storage, "_backend", storage)  # Optuna wraps a database storage in a cache
+        batch = getattr(backend, "_set_trial_attr_without_commit", None)
+        if batch is None or len(attrs) < 2:
+            for k, v in attrs.items():
+                storage.set_trial_user_attr(trial_id, k, v)
+            return
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for k, v in attrs.items():
+                batch(session, models.TrialUserAttributeModel, trial_id, k, v)
 
     def _tell_due(self) -> None:
         """Tell Optuna every group that is dropped or whose repeats have all ended, once; a told group

@@ -10,6 +10,8 @@ log (sweeps.search_state), which the searcher writes as it decides.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,22 +115,26 @@ def group_figure(group: Group, table: Any, folder: Path, title: str) -> Path | N
     return ekld_bands({label: band}, folder / "ekld_vs_class_size.png", title, {label: colour(group.group_id)})
 
 
-def group_update(cfg: SweepConfig, index: TrialIndex, gid: str, dropped: bool = False) -> list[Any]:
-    """The arguments of the tracker's log_group for a group, as plain data: its statistics over the repeats
-    kept so far, its per-class summary rows and, once every repeat has ended (or the race dropped it and
-    its last running repeat stopped), its band figure (kept under results/groups/<group>/)."""
-    records = index.of_group(gid)
-    group = collect(records, index.paths.results, cfg.search.repeat_over)[0]
+def group_update(cfg: SweepConfig, records: list[rs.TrialRecord], results: Path, dropped: bool = False) -> list[Any]:
+    """The arguments of the tracker's log_group for a group (`records`: its trials), as plain data: its
+    statistics over the repeats kept so far, its per-class summary rows and, once every repeat has ended
+    (or the race dropped it and its last running repeat stopped), its band figure (kept under
+    results/groups/<group>/)."""
+    group = collect(records, results, cfg.search.repeat_over)[0]
     n_ended = sum(r.status in ("TERMINATED", "ERROR") for r in records)
     ended = n_ended >= cfg.search.repeats or (dropped and n_ended == len(records))
-    table = group_per_class(group, index.paths.results, align_by(cfg.search.repeat_over))
+    table = group_per_class(group, results, align_by(cfg.search.repeat_over))
     png = None
     if ended:
-        folder = index.paths.results / "groups" / gid
+        folder = results / "groups" / group.group_id
         folder.mkdir(parents=True, exist_ok=True)
-        png = group_figure(group, table, folder, f"{cfg.name} group {gid}: eKLD, mean and 95% CI over repeats")
+        png = group_figure(group, table, folder, f"{cfg.name} group {group.group_id}: eKLD, mean and 95% CI over repeats")
     rows = table.to_dict("records") if table is not None else None
     return [records[0].config, group.metrics(), rows, str(png) if png else None, ended]
+
+
+def _group_event(cfg: SweepConfig, records: list[rs.TrialRecord], results: Path, dropped: bool) -> tuple[str, list[Any]]:
+    return "log_group", group_update(cfg, records, results, dropped)
 
 
 class SweepCallback(tune.Callback):
@@ -137,7 +143,7 @@ class SweepCallback(tune.Callback):
     def __init__(self, cfg: SweepConfig, index: TrialIndex, tracker: SweepTracker, progress: Progress) -> None:
         self.cfg, self.index, self.tracker, self.progress = cfg, index, tracker, progress
         self.kind = kind_of(cfg.trial)
-        self.outbox = Outbox(tracker, progress.note)  # every MLflow write goes through it
+        self.outbox = Outbox(tracker, progress.note, background=True)  # every MLflow write, off Tune's loop
         self.race = LogReader(index.paths.root / FILE)  # the race's decisions, as the searcher logs them
         self._final_due: dict[str, bool] = {}  # trial id -> its latest result carried the final metrics
         self._deadline: float | None = None  # search.time_budget_s, counted from this session's first step
@@ -219,15 +225,16 @@ class SweepCallback(tune.Callback):
                 self.progress.raced(d)
         if self.cfg.search.repeats > 1:
             for group in dict.fromkeys([gid, *decisions]):
-                if any(r.group_id == group for r in self.index.records.values()):
-                    self.outbox.send("log_group", *group_update(self.cfg, self.index, group,
-                                                                self.race.dropped(group)))
+                # copies: Tune's loop goes on changing the index while the writer thread reads them
+                records = [replace(r, last=dict(r.last)) for r in self.index.of_group(group)]
+                if records:
+                    self.outbox.send_later(partial(_group_event, self.cfg, records, self.index.paths.results,
+                                                   self.race.dropped(group)))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        # Tune's loop steps at least every 0.1 s, results or not: held writes are retried from here
-        if self.outbox.events:
-            self.outbox.drain()
-        else:
+        # Tune's loop steps at least every 0.1 s, results or not: buffered metric points go out from here
+        # (held writes are retried by the outbox's writer thread)
+        if not self.outbox.events:
             self.outbox.send("flush_if_due")
         self.progress.tick()
         self._enforce_budget(trials)
@@ -252,12 +259,15 @@ class SweepCallback(tune.Callback):
 
     def get_state(self) -> dict | None:
         # Called while Tune writes its experiment snapshot: what it covers is written first (held, while
-        # the MLflow server is away). Nothing of ours to save in it.
+        # the MLflow server is away), waiting for the writer thread. Nothing of ours to save in it.
         self.outbox.send("flush")
+        self.outbox.drain()
         self.index.save()
         return None
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.outbox.send("flush")
+        self.outbox.close()
+        self.outbox.drain()
         self.index.save()
         self.progress.close()

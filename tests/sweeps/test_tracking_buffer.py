@@ -65,9 +65,11 @@ def test_points_older_than_the_flush_interval_are_written_at_the_next_step(
     tracker.flush()  # ... and the interval starts now
     tracker.log_result("t1", {}, {"epoch": 1.0, "train/loss": 1.0})
     callback.on_step_end(iteration=1, trials=[])
+    callback.outbox.drain()
     assert _history(tracker, "train/loss") == []  # not due yet
     time.sleep(1.1)
     callback.on_step_end(iteration=2, trials=[])  # no new result needed: Tune steps every 0.1 s or sooner
+    callback.outbox.drain()  # the writer thread's flush is done
     assert [s for s, _, _ in _history(tracker, "train/loss")] == [1]
 
 
@@ -85,3 +87,88 @@ def test_a_run_left_bare_by_a_killed_driver_gets_its_params_on_resume(tmp_path: 
     params = resumed.client.get_run(bare).data.params
     assert params["seed"] == "3" and params["dataset.nuisance"] == "background"
     assert resumed.client.get_run(bare).data.tags["gitsweep.param.seed"] == "3"
+
+
+class _SlowTracker:
+    """The tracker's side of the outbox: named writes that take a while, the first `down` of them failing
+    as an unreachable server does."""
+
+    def __init__(self, down: int = 0) -> None:
+        self.written: list[tuple[str, int]] = []
+        self.threads: set[str] = set()
+        self.down = down
+
+    def write(self, i: int) -> None:
+        import threading
+
+        if self.down:
+            self.down -= 1
+            raise ConnectionError("Connection refused")
+        time.sleep(0.02)
+        self.threads.add(threading.current_thread().name)
+        self.written.append(("write", i))
+
+    def bad(self) -> None:
+        raise ValueError("INVALID_PARAMETER_VALUE: a bad request")
+
+    def take_pending(self) -> list[dict[str, object]]:
+        return []
+
+
+def test_the_writer_thread_keeps_order_and_a_drain_waits_for_it() -> None:
+    from sweeps.tracking.outbox import Outbox
+
+    tracker = _SlowTracker()
+    outbox = Outbox(tracker, log=lambda _: None, background=True)
+    start = time.perf_counter()
+    for i in range(20):
+        outbox.send("write", i)
+    assert time.perf_counter() - start < 0.2  # handed over: 20 writes of 20 ms are not waited for
+    assert len(tracker.written) < 20
+    time.sleep(0.1)
+    assert tracker.written and tracker.threads == {"gitsweep-mlflow"}  # the writer thread writes meanwhile
+    assert outbox.drain() and not outbox.events  # the caller waits for the rest
+    assert tracker.written == [("write", i) for i in range(20)]
+    outbox.close()
+
+
+def test_the_writer_thread_holds_writes_through_an_outage_and_hands_other_errors_back() -> None:
+    from sweeps.tracking.outbox import Outbox
+
+    tracker = _SlowTracker(down=1)
+    notes: list[str] = []
+    outbox = Outbox(tracker, log=notes.append, background=True)
+    outbox.send("write", 1)
+    outbox.send("write", 2)
+    deadline = time.monotonic() + 10
+    while len(tracker.written) < 2 and time.monotonic() < deadline:  # retried after the first 1 s backoff
+        time.sleep(0.05)
+    assert tracker.written == [("write", 1), ("write", 2)]
+    assert "unreachable" in notes[0] and "back after" in notes[-1]
+
+    outbox.send("bad")
+    deadline = time.monotonic() + 5
+    while outbox.events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(ValueError, match="bad request"):  # raised where the next write is handed over
+        outbox.send("write", 3)
+    outbox.close()
+    outbox.send("write", 4)  # after close, writes go out from the caller's thread
+    assert not outbox.events and tracker.written[-1] == ("write", 4)
+
+
+def test_a_write_made_later_is_made_once_and_saved_as_plain_data(tmp_path: Path) -> None:
+    from sweeps.tracking.outbox import Outbox
+
+    tracker = _SlowTracker(down=99)  # the server stays away
+    made: list[int] = []
+
+    def make() -> tuple[str, list[object]]:
+        made.append(1)
+        return "write", [7]
+
+    outbox = Outbox(tracker, log=lambda _: None)
+    outbox.send_later(make)
+    assert not outbox.drain(force=True) and made == [1]
+    saved = outbox.save(tmp_path)
+    assert made == [1] and saved is not None and Outbox.load(tmp_path) == [("write", [7])]
