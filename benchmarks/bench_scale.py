@@ -6,7 +6,8 @@ Each size runs in a fresh process (so the driver's peak memory is its own) again
 first, and prints:
 
 - wall time of the sweep (driver.start to its return) against the ideal: the sum of the trials' own time
-  (each trial's `time/trial_s`, body start to final report) over the concurrency;
+  (each trial's `time/trial_s`, body start to final report: its sleep, then its per-class table and eKLD
+  figure, about 0.5 s of CPU) over the concurrency;
 - the driver's CPU per trial, Ray's own processes' CPU (every process on the machine but the driver and
   the trials: GCS, raylet, agents), and the driver's peak RSS;
 - MLflow rows written per trial (metrics, latest_metrics, params, tags) and the database's size;
@@ -121,15 +122,18 @@ def _cli(args: list[str], env: dict[str, str]) -> float:
 
 
 def _server_complete(uri: str, name: str, trials: int) -> str:
-    """Every trial's final metrics and its epoch series in the server: 'all N' or what is missing."""
+    """Every trial's final metrics and its epoch series in the store: 'all N' or what is missing."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return f"no experiment {name}"
     runs = [r for r in client.search_runs([exp.experiment_id], max_results=5000)
             if r.data.tags.get("gitsweep.role") == "synthetic"]
+    steps = set(range(1, EPOCHS + 1))  # every epoch's report, the final one included
     missing = [r.info.run_id for r in runs if "test/balanced_acc" not in r.data.metrics or
-               len(client.get_metric_history(r.info.run_id, "val/balanced_acc")) != EPOCHS - 1]
+               {m.step for m in client.get_metric_history(r.info.run_id, "val/balanced_acc")} != steps]
     return f"all {len(runs)} of {trials}" if len(runs) == trials and not missing else \
         f"{len(runs)} runs of {trials}, {len(missing)} incomplete"
 
@@ -151,7 +155,8 @@ def measure(trials: int, mode: str, tracking: str | None = None) -> None:
             db = storage / "mlflow.db"
             rows = _rows(db)
             store = (f"MLflow rows per trial: {rows['metrics'] / trials:.1f} metric points, {rows['params'] / trials:.1f} "
-                     f"params, {rows['tags'] / trials:.1f} tags ({rows['runs']} runs); database {db.stat().st_size / 1e6:.1f} MB")
+                     f"params, {rows['tags'] / trials:.1f} tags ({rows['runs']} runs); database {db.stat().st_size / 1e6:.1f} "
+                     f"MB; trials complete in MLflow: {_server_complete(f'sqlite:///{db}', name, trials)}")
     snaps = m["snapshots"]
     print(f"{trials:>5} trials ({mode}): wall {m['wall']:.0f} s, ideal {m['ideal']:.0f} s, ratio {m['wall'] / m['ideal']:.2f}; "
           f"driver CPU {1000 * m['driver_cpu'] / trials:.0f} ms/trial, Ray's own processes {m['ray_cpu']:.0f} s CPU; "

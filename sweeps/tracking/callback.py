@@ -1,9 +1,11 @@
 """The driver's Tune callback: keeps the trial index and each finished trial's results (sweeps.results),
 feeds the MLflow tracker, and prints progress.
 
-Everything here runs in the Ray driver. Tune calls `get_state` while it writes its experiment snapshot
-(the state a resume restores): the index and the buffered MLflow metrics are written first, so a resume
-never finds MLflow or the index behind the snapshot. The race's decisions reach MLflow from the search's
+Everything here runs in the Ray driver, in Tune's loop; the MLflow writes go to the outbox's writer thread
+(sweeps.tracking.outbox), so the loop starts the next trial while they are written. Tune calls
+`get_state` while it writes its experiment snapshot (the state a resume restores): the index and every
+MLflow write handed over so far are written first, so a resume never finds MLflow or the index behind
+the snapshot. The race's decisions reach MLflow from the search's
 log (sweeps.search_state), which the searcher writes as it decides.
 """
 

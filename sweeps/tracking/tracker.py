@@ -138,7 +138,8 @@ class SweepTracker:
     def client(self) -> Any:
         if self._client is None:
             # A failed request must come back fast: the outbox holds and retries writes itself, and a
-            # request retried for minutes inside MLflow would stall Tune's loop, and with it the trials.
+            # request retried for minutes inside MLflow would stall every write behind it, and Tune's
+            # snapshots, which wait for the writes handed over before them.
             import os
 
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
