@@ -287,8 +287,7 @@ class GroupSearch(Searcher):
 
     def _set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
         """The trial's user attributes, in one transaction where the storage is a database: Optuna's public
-        call commits each on its own, and at a thousand trials those commits were a tenth of the driver's
-        time per trial."""
+        call commits each on its own (6-7 commits per told group, on Tune's loop)."""
         storage, study = self.study._storage, self.study
         trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
         backend = getattr(storage, "_backend", storage)  # Optuna wraps a database storage in a cache

@@ -5,8 +5,8 @@ Everything here runs in the Ray driver, in Tune's loop; the MLflow writes go to 
 (sweeps.tracking.outbox), so the loop starts the next trial while they are written. Tune calls
 `get_state` while it writes its experiment snapshot (the state a resume restores): the index and every
 MLflow write handed over so far are written first, so a resume never finds MLflow or the index behind
-the snapshot. The race's decisions reach MLflow from the search's
-log (sweeps.search_state), which the searcher writes as it decides.
+the snapshot. The race's decisions reach MLflow from the search's log (sweeps.search_state), which
+the searcher writes as it decides.
 """
 
 from __future__ import annotations
